@@ -1,0 +1,79 @@
+"""Atomic file writes (temp file in the same folder + fsync + rename) and safe loading of torch files.
+
+A reader never sees a half-written file, and a crash mid-write leaves the previous version in place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import CheckpointError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Call `write(fileobj)` on a temp file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_bytes(path, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data), "wb")
+
+
+def write_text(path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text), "w")
+
+
+def write_json(path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def torch_save(path, obj: Any) -> Path:
+    """torch.save to `path` atomically. Keep `obj` to tensors and plain containers so it loads weights-only."""
+    import torch
+
+    return atomic_write(path, lambda f: torch.save(obj, f), "wb")
+
+
+def torch_load_safe(path, map_location="cpu") -> Any:
+    """torch.load with weights_only=True: a pickle that would import or call anything is refused, nothing runs."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no such file: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling refused"
+        raise CheckpointError(f"{path}: refused to load (only plain tensors and containers are allowed): {first}") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable torch file ({first})") from None
