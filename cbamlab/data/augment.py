@@ -1,0 +1,139 @@
+"""Batch augmentations with tensor ops on the training device (the airbench way: no per-sample PIL).
+
+Random parameters are drawn on a CPU `torch.Generator` and applied on the device, so the draws (and thus the
+batches) depend only on the generator's seed, never on the device or on the number of threads.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Training augmentations; all off by default. Eval loaders never augment.
+
+    crop_padding: random crop after zero padding by this many pixels (an integer shift in [-p, p]);
+    hflip / vflip: flip with probability 1/2; rotation: uniform angle in [-r, r] degrees;
+    translate: integer shift in [-t, t] pixels (added to the crop shift when both are set);
+    erasing: probability of random erasing (Zhong et al. 2020), area 2-33 %, filled with the mean;
+    resized_crop: RandomResizedCrop with area fraction in `crop_scale` and aspect ratio in [3/4, 4/3].
+    """
+
+    crop_padding: int = 0
+    hflip: bool = False
+    vflip: bool = False
+    rotation: float = 0.0
+    translate: int = 0
+    erasing: float = 0.0
+    resized_crop: bool = False
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.crop_padding or self.hflip or self.vflip or self.rotation or self.translate
+                    or self.erasing or self.resized_crop)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def normalize_batch(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 or float in [0, 255] (B, C, H, W) -> float32 (x / 255 - mean) / std; mean, std are (C,) on x's device."""
+    scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1)
+    bias = (mean / std).view(1, -1, 1, 1)
+    return x.to(torch.float32).mul(scale).sub_(bias)
+
+
+def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=gen, dtype=torch.float64).mul_(high - low).add_(low)
+
+
+def _shift(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """Shift each image by integer (dy, dx) pixels, filling with zeros: (B, C, H, W) -> same shape."""
+    p = int(max(dy.abs().max(), dx.abs().max()))
+    if p == 0:
+        return x
+    b, c, h, w = x.shape
+    xp = F.pad(x, (p, p, p, p))  # (B, C, H + 2p, W + 2p)
+    ar_h = torch.arange(h, device=x.device)
+    ar_w = torch.arange(w, device=x.device)
+    rows = (p - dy.to(x.device))[:, None] + ar_h  # output row i reads padded row i - dy + p
+    cols = (p - dx.to(x.device))[:, None] + ar_w
+    xp = xp.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * p))
+    return xp.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+
+
+def _affine(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator) -> torch.Tensor:
+    """Rotation and/or random resized crop as one affine_grid + grid_sample on float (B, C, H, W)."""
+    b = x.shape[0]
+    angle = _uniform(b, -spec.rotation, spec.rotation, gen) * (math.pi / 180) if spec.rotation else torch.zeros(b, dtype=torch.float64)
+    sx = torch.ones(b, dtype=torch.float64)
+    sy = torch.ones(b, dtype=torch.float64)
+    tx = torch.zeros(b, dtype=torch.float64)
+    ty = torch.zeros(b, dtype=torch.float64)
+    if spec.resized_crop:
+        area = _uniform(b, spec.crop_scale[0], spec.crop_scale[1], gen)
+        log_ratio = _uniform(b, math.log(3 / 4), math.log(4 / 3), gen)
+        ratio = log_ratio.exp()
+        sx = (area * ratio).sqrt().clamp(max=1.0)  # crop width as a fraction of the image width
+        sy = (area / ratio).sqrt().clamp(max=1.0)
+        tx = (_uniform(b, -1, 1, gen) * (1 - sx))  # crop centre in normalised coordinates
+        ty = (_uniform(b, -1, 1, gen) * (1 - sy))
+    cos, sin = angle.cos(), angle.sin()
+    theta = torch.stack([
+        torch.stack([cos * sx, -sin * sy, tx], dim=1),
+        torch.stack([sin * sx, cos * sy, ty], dim=1),
+    ], dim=1).to(device=x.device, dtype=x.dtype)  # (B, 2, 3): output coords -> input coords
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator, value: float = 0.0) -> torch.Tensor:
+    """Erase one random rectangle (2-33 % of the area, aspect 0.3-3.3) per image with probability p, in place."""
+    b, _, h, w = x.shape
+    apply = torch.rand(b, generator=gen) < p
+    area = _uniform(b, 0.02, 0.33, gen) * (h * w)
+    ratio = _uniform(b, math.log(0.3), math.log(3.3), gen).exp()
+    eh = (area * ratio).sqrt().round().clamp(1, h).long()
+    ew = (area / ratio).sqrt().round().clamp(1, w).long()
+    y0 = (torch.rand(b, generator=gen, dtype=torch.float64) * (h - eh + 1)).floor().long()
+    x0 = (torch.rand(b, generator=gen, dtype=torch.float64) * (w - ew + 1)).floor().long()
+    dev = x.device
+    rows = torch.arange(h, device=dev)[None, :]
+    cols = torch.arange(w, device=dev)[None, :]
+    y0, x0, eh, ew, apply = (t.to(dev) for t in (y0, x0, eh, ew, apply))
+    in_rows = (rows >= y0[:, None]) & (rows < (y0 + eh)[:, None])  # (B, H)
+    in_cols = (cols >= x0[:, None]) & (cols < (x0 + ew)[:, None])  # (B, W)
+    mask = in_rows[:, :, None] & in_cols[:, None, :] & apply[:, None, None]  # (B, H, W)
+    return x.masked_fill_(mask[:, None], value)
+
+
+def augment_batch(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator,
+                  mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, H, W) on the device -> augmented, normalised float32 (B, C, H, W).
+
+    Draw order is fixed (shift, hflip, vflip, affine, erasing) so a spec and a generator state give one result.
+    """
+    b = x.shape[0]
+    if spec.crop_padding or spec.translate:
+        dy = torch.zeros(b, dtype=torch.int64)
+        dx = torch.zeros(b, dtype=torch.int64)
+        for p in (spec.crop_padding, spec.translate):
+            if p:
+                dy += torch.randint(-p, p + 1, (b,), generator=gen)
+                dx += torch.randint(-p, p + 1, (b,), generator=gen)
+        x = _shift(x, dy, dx)
+    for enabled, dim in ((spec.hflip, 3), (spec.vflip, 2)):
+        if enabled:
+            flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+            x = torch.where(flip[:, None, None, None], x.flip(dim), x)
+    if spec.rotation or spec.resized_crop:
+        x = _affine(x.to(torch.float32), spec, gen)
+    x = normalize_batch(x, mean, std)
+    if spec.erasing:
+        x = random_erasing(x, spec.erasing, gen)  # 0 after normalising = the dataset mean
+    return x

@@ -1,0 +1,72 @@
+"""The in-memory input pipeline: a whole uint8 split on the device, batches gathered, augmented and normalised
+with tensor ops. No per-sample Python, no worker processes (after Keller Jordan's airbench)."""
+from __future__ import annotations
+
+import torch
+
+from .augment import AugmentSpec, augment_batch, normalize_batch
+from .stats import epoch_seed
+from .types import TensorSplit
+
+
+class MemoryLoader:
+    """Yields (x, y): x float32 normalised (B, C, H, W) on `device`, y int64 (B,) on `device`.
+
+    A training loader (`shuffle=True`) draws its order and augmentations from a CPU generator seeded with
+    (seed, epoch) alone; `set_epoch` picks the epoch, so a resumed run and a paired variant see the same batches.
+    A last batch of a single image is dropped when shuffling (BatchNorm cannot train on one sample).
+    """
+
+    def __init__(self, split: TensorSplit, batch_size: int, *, mean, std, device="cpu",
+                 augment: AugmentSpec | None = None, shuffle: bool = False, seed: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.device = torch.device(device)
+        self.images = split.images.to(self.device)  # uint8 (N, C, H, W), moved once
+        self.labels = split.labels.to(self.device)
+        self.batch_size = int(batch_size)
+        self.augment = augment if augment is not None and augment.active else None
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.epoch = 0
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
+        self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
+        n = self.num_samples
+        self._num_batches = (n + self.batch_size - 1) // self.batch_size
+        if shuffle and self._num_batches > 1 and n % self.batch_size == 1:
+            self._num_batches -= 1
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict:
+        """All the state behind the next epoch's batches: restoring it reproduces them exactly."""
+        return {"seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed = int(state["seed"])
+        self.epoch = int(state["epoch"])
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        n = self.num_samples
+        if self.shuffle:
+            order = torch.randperm(n, generator=gen).to(self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        for i in range(self._num_batches):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.images.index_select(0, idx)  # uint8 (B, C, H, W)
+            y = self.labels.index_select(0, idx)
+            if self.augment is not None:
+                x = augment_batch(x, self.augment, gen, self.mean, self.std)
+            else:
+                x = normalize_batch(x, self.mean, self.std)
+            yield x, y
