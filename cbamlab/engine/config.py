@@ -1,0 +1,344 @@
+"""Typed run configuration: YAML sets it, `section.key=value` overrides it, every value is type- and range-checked.
+
+The defaults are the quick digits preset, so `Config()` alone trains something useful in under a minute.
+YAML files may carry extra top-level sections (`compare:`, `tune:`) read by the experiments code;
+`load_config` sets them aside, `split_sections` hands them over, `config_from_dict` refuses them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ..errors import ConfigError, suggest
+
+EXTRA_SECTIONS = ("compare", "tune")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "multistep", "cosine", "onecycle")
+AMP = ("none", "bf16", "fp16")
+ARRANGEMENTS = ("channel_first", "spatial_first", "parallel")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet20_cbam"
+    reduction: int = 16
+    kernel_size: int = 7
+    arrangement: str = "channel_first"
+    spatial_bn_zero_init: bool = True
+    shortcut: Optional[str] = None
+    pretrained: Optional[str] = None   # a weights file whose backbone is loaded (load_backbone)
+    num_classes: Optional[int] = None  # None: taken from the dataset; set: must match it
+    in_chans: Optional[int] = None     # None: taken from the dataset; set: must match it
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: Optional[str] = None
+    download: bool = False
+    image_size: Optional[int] = None
+    val_fraction: float = 0.0
+    augment: str = "auto"
+    augment_overrides: dict = field(default_factory=dict)  # e.g. {hflip: false, crop_padding: 2}
+    workers: int = 2
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 15
+    batch_size: int = 64
+    eval_batch_size: Optional[int] = None
+    eval_test: bool = True            # False: the test split is never loaded (tuning)
+    label_smoothing: float = 0.0
+    grad_clip: Optional[float] = None  # max global grad norm
+    amp: str = "none"                  # none | bf16 (CPU and GPU) | fp16 (GPU, with a grad scaler)
+    channels_last: bool = False
+    compile: bool = False
+    device: str = "auto"
+    threads: int = 0                   # 0: one per available core
+    deterministic: bool = True
+    progress: bool = True              # a tqdm bar, shown only on a terminal
+    tensorboard: bool = False
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    no_decay_bn_bias: bool = False     # SGD/Adam/AdamW: no weight decay on BN weights and biases
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"
+    milestones: list = field(default_factory=list)  # epochs, for multistep: the article's [30, 60]
+    step_size: float = 30.0            # epochs, for step
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    warmup_start: float = 0.0          # warmup starts at this fraction of the lr
+    min_lr: float = 0.0                # cosine ends here
+    pct_start: float = 0.3             # onecycle: fraction of the steps spent rising
+    div_factor: float = 25.0           # onecycle: initial lr = lr / div_factor
+    final_div_factor: float = 1e4      # onecycle: final lr = initial lr / final_div_factor
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+
+# element types of the untyped containers above
+_ELEMENT = {("optim", "betas"): (float, 2), ("schedule", "milestones"): (float, None)}
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
+            dict: "a mapping"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(key: str, value: Any, tp, *, raw: str | None = None) -> Any:
+    """Check `value` against the annotation `tp`; return it converted (int -> float, '1e-3' -> float)."""
+    if typing.get_origin(tp) is typing.Union:
+        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        tp = inner
+    bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if raw is not None:  # from --set: `data.root=123` means the string "123"
+            return raw
+        raise bad
+    if tp is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise bad
+    if tp is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise bad
+    raise bad
+
+
+def _section_from_dict(name: str, cls, d: Any):
+    if not isinstance(d, dict):
+        raise ConfigError(f"{name}: expected a mapping of keys, got {d!r}")
+    hints = _hints(cls)
+    kw = {}
+    for k, v in d.items():
+        if k not in hints:
+            raise ConfigError(f"unknown key '{name}.{k}'{suggest(k, hints)}; known: {', '.join(hints)}")
+        kw[k] = _coerce(f"{name}.{k}", v, hints[k])
+        elem = _ELEMENT.get((name, k))
+        if elem:
+            kw[k] = [_coerce(f"{name}.{k}[{i}]", x, elem[0]) for i, x in enumerate(kw[k])]
+    return cls(**kw)
+
+
+def config_from_dict(d: dict | None) -> Config:
+    """A `Config` from a nested mapping (as in YAML); missing keys keep their defaults. Validated."""
+    d = dict(d or {})
+    hints = _hints(Config)
+    kw = {}
+    for k, v in d.items():
+        if k not in hints:
+            hint = " (pop it with split_sections first)" if k in EXTRA_SECTIONS else suggest(k, hints)
+            raise ConfigError(f"unknown key '{k}'{hint}; known: {', '.join(hints)}")
+        if k == "seed":
+            kw[k] = _coerce("seed", v, int)
+        else:
+            kw[k] = _section_from_dict(k, hints[k], v if v is not None else {})
+    cfg = Config(**kw)
+    validate(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain nested dict (YAML-ready) of every value, defaults included."""
+    return dataclasses.asdict(cfg)
+
+
+def split_sections(d: dict, names=EXTRA_SECTIONS) -> tuple[dict, dict]:
+    """Split a YAML mapping into (engine part, {name: section}) for the top-level `names` (compare:, tune:)."""
+    d = dict(d or {})
+    extras = {n: d.pop(n) for n in list(names) if n in d}
+    return d, extras
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no such config file: {path}")
+    try:
+        d = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return d
+
+
+def apply_override(d: dict, override: str) -> None:
+    """Apply one `section.key=value` (or `seed=3`) to the nested dict `d`, checking the key and the type."""
+    if "=" not in override:
+        raise ConfigError(f"override '{override}' is not of the form section.key=value")
+    key, raw = (s.strip() for s in override.split("=", 1))
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.split(".")
+    top = _hints(Config)
+    if parts[0] not in top:
+        raise ConfigError(f"unknown key '{key}'{suggest(parts[0], top)}; known sections: {', '.join(top)}")
+    if parts[0] == "seed":
+        if len(parts) != 1:
+            raise ConfigError(f"unknown key '{key}': seed has no sub-keys")
+        d["seed"] = _coerce("seed", value, int)
+        return
+    section, cls = parts[0], top[parts[0]]
+    hints = _hints(cls)
+    if len(parts) < 2 or parts[1] not in hints:
+        name = parts[1] if len(parts) > 1 else ""
+        raise ConfigError(f"unknown key '{key}'{suggest(name, [f'{section}.{h}' for h in hints] + list(hints))}"
+                          f"; known in {section}: {', '.join(hints)}")
+    sec = d.setdefault(section, {}) or {}
+    d[section] = sec
+    if len(parts) == 3 and hints[parts[1]] is dict:  # data.augment_overrides.hflip=false
+        sec.setdefault(parts[1], {})[parts[2]] = value
+        return
+    if len(parts) != 2:
+        raise ConfigError(f"unknown key '{key}'")
+    sec[parts[1]] = _coerce(key, value, hints[parts[1]], raw=raw)
+
+
+def load_config(path_or_dict: str | Path | dict | None = None, overrides=()) -> Config:
+    """Defaults <- YAML file or mapping <- `section.key=value` overrides; checked. Extra sections are set aside."""
+    if path_or_dict is None:
+        d = {}
+    elif isinstance(path_or_dict, dict):
+        d = dict(path_or_dict)
+    else:
+        d = read_yaml(path_or_dict)
+    d, _ = split_sections(d)
+    d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    for o in overrides or ():
+        apply_override(d, o)
+    return config_from_dict(d)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def diff_configs(a: Config, b: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+    da, db = config_to_dict(a), config_to_dict(b)
+    out = ["seed"] if da["seed"] != db["seed"] else []
+    for sec in da:
+        if isinstance(da[sec], dict):
+            out += [f"{sec}.{k}" for k in da[sec] if da[sec][k] != db[sec][k]]
+    return out
+
+
+def _check(ok: bool, key: str, msg: str, value) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: {msg}")
+
+
+def _choice(key: str, value: str, known) -> None:
+    if value not in known:
+        raise ConfigError(f"unknown {key} '{value}'{suggest(value, known)}; known: {', '.join(known)}")
+
+
+def validate(cfg: Config) -> Config:
+    """Range and choice checks; each error names the key and the value."""
+    m, d, t, o, s = cfg.model, cfg.data, cfg.train, cfg.optim, cfg.schedule
+    _check(cfg.seed >= 0, "seed", "must be >= 0", cfg.seed)
+    _check(m.reduction >= 1, "model.reduction", "must be >= 1", m.reduction)
+    _check(m.kernel_size >= 1 and m.kernel_size % 2 == 1, "model.kernel_size", "must be a positive odd number",
+           m.kernel_size)
+    _choice("model.arrangement", m.arrangement, ARRANGEMENTS)
+    for k in ("num_classes", "in_chans"):
+        v = getattr(m, k)
+        _check(v is None or v >= 1, f"model.{k}", "must be >= 1 (or null: from the dataset)", v)
+    _check(d.image_size is None or d.image_size >= 1, "data.image_size", "must be >= 1", d.image_size)
+    _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", d.val_fraction)
+    _check(d.workers >= 0, "data.workers", "must be >= 0", d.workers)
+    _check(t.epochs >= 1, "train.epochs", "must be >= 1", t.epochs)
+    _check(t.batch_size >= 1, "train.batch_size", "must be >= 1", t.batch_size)
+    _check(t.eval_batch_size is None or t.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1",
+           t.eval_batch_size)
+    _check(t.eval_test or d.val_fraction > 0, "train.eval_test", "false needs data.val_fraction > 0 "
+           "(otherwise nothing is evaluated)", t.eval_test)
+    _check(0.0 <= t.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)", t.label_smoothing)
+    _check(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip", "must be > 0 (or null: off)", t.grad_clip)
+    _choice("train.amp", t.amp, AMP)
+    _choice("train.device", t.device.split(":")[0], DEVICES)
+    _check(t.threads >= 0, "train.threads", "must be >= 0 (0: automatic)", t.threads)
+    _choice("optim.name", o.name, OPTIMIZERS)
+    _check(math.isfinite(o.lr) and o.lr > 0, "optim.lr", "must be > 0", o.lr)
+    _check(0.0 <= o.momentum < 1.0, "optim.momentum", "must be in [0, 1)", o.momentum)
+    _check(not (o.nesterov and o.momentum == 0), "optim.nesterov", "needs optim.momentum > 0", o.nesterov)
+    _check(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0", o.weight_decay)
+    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "must be two numbers in [0, 1)",
+           o.betas)
+    _check(o.eps > 0, "optim.eps", "must be > 0", o.eps)
+    _choice("schedule.name", s.name, SCHEDULES)
+    _check(all(x > 0 for x in s.milestones), "schedule.milestones", "must be positive epochs", s.milestones)
+    _check(list(s.milestones) == sorted(s.milestones), "schedule.milestones", "must be increasing", s.milestones)
+    _check(not (s.name == "multistep" and not s.milestones), "schedule.milestones", "multistep needs milestones",
+           s.milestones)
+    _check(s.step_size > 0, "schedule.step_size", "must be > 0 epochs", s.step_size)
+    _check(0 < s.gamma <= 1, "schedule.gamma", "must be in (0, 1]", s.gamma)
+    _check(0 <= s.warmup_epochs < t.epochs, "schedule.warmup_epochs", f"must be in [0, train.epochs={t.epochs})",
+           s.warmup_epochs)
+    _check(0 <= s.warmup_start <= 1, "schedule.warmup_start", "must be in [0, 1]", s.warmup_start)
+    _check(0 <= s.min_lr <= o.lr, "schedule.min_lr", f"must be in [0, optim.lr={o.lr}]", s.min_lr)
+    _check(0 < s.pct_start < 1, "schedule.pct_start", "must be in (0, 1)", s.pct_start)
+    _check(s.div_factor >= 1 and s.final_div_factor >= 1, "schedule.div_factor",
+           "div_factor and final_div_factor must be >= 1", (s.div_factor, s.final_div_factor))
+    return cfg

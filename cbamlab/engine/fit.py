@@ -1,0 +1,213 @@
+"""`fit`: one training run from a config into a run directory, resumable after a kill at any moment.
+
+Per epoch: train, evaluate (val, test), then in this order write the state file (model, optimizer, RNG,
+metric history), last/best weights and metrics.csv, then call `on_epoch`. The state file is the single
+source of truth on resume, so a kill between any two writes loses at most the epoch in progress, and the
+resumed run sees the same batches (the loader is seeded by (seed, epoch)) and ends with the same weights.
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .. import _io
+from ..errors import CheckpointError
+from . import checkpoint as ckpt
+from . import rundir
+from .build import build_model, check_fits
+from .config import Config, validate
+from .loop import evaluate, train_one_epoch
+from .optim import build_optimizer
+from .runtime import env_info, device_name, seed_everything, select_device, set_threads
+from .schedules import build_schedule
+
+log = logging.getLogger(__name__)
+
+
+def _load_data(cfg: Config, device):
+    from ..data import load_dataset, make_loaders, resolve_augment
+
+    d = cfg.data
+    bundle = load_dataset(d.name, d.root, download=d.download, image_size=d.image_size,
+                          val_fraction=d.val_fraction, seed=cfg.seed, include_test=cfg.train.eval_test)
+    augment = resolve_augment(d.augment, d.name, **d.augment_overrides)
+    loaders = make_loaders(bundle, cfg.train.batch_size, augment=augment, device=device, seed=cfg.seed,
+                           eval_batch_size=cfg.train.eval_batch_size, workers=d.workers)
+    return bundle.info, loaders
+
+
+@torch.no_grad()
+def inference_latency_ms(model, input_size, device, repeats: int = 20) -> float:
+    """Median wall time of one forward pass on a batch of 1, after a short warm-up."""
+    model.eval()
+    x = torch.randn(1, *input_size, device=device)
+    times = []
+    for i in range(repeats + 3):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= 3:
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def _row(epoch: int, train: dict, val: dict | None, test: dict | None) -> dict:
+    row = {"epoch": epoch, "lr": train["lr"], "train_loss": train["loss"], "train_top1": train["top1"],
+           "images_per_s": train["images_per_s"], "epoch_time_s": train["time_s"]}
+    for split, m in (("val", val), ("test", test)):
+        for k in ("loss", "top1", "top5"):
+            row[f"{split}_{k}"] = m[k] if m else None
+    return row
+
+
+def _save_checkpoint(out: Path, model, state: dict, is_best: bool) -> None:
+    ckpt.save_state(out / rundir.LAST_STATE, state)  # first: the consistent record of this epoch
+    meta = {"epoch": state["epoch"], "model": state["model_name"]}
+    ckpt.save_weights(out / rundir.LAST_WEIGHTS, state["model"], meta)
+    if is_best:
+        ckpt.save_weights(out / rundir.BEST_WEIGHTS, state["model"], meta)
+
+
+def _repair(out: Path, state: dict) -> None:
+    """After a kill between the writes of one epoch: make the weight files agree with the state file."""
+    meta = {"epoch": state["epoch"], "model": state["model_name"]}
+    for rel, wanted in ((rundir.LAST_WEIGHTS, True), (rundir.BEST_WEIGHTS, state["best"]["epoch"] == state["epoch"])):
+        if not wanted:
+            continue
+        try:
+            ok = ckpt.load_weights(out / rel)[1].get("epoch") == str(state["epoch"])
+        except CheckpointError:
+            ok = False
+        if not ok:
+            ckpt.save_weights(out / rel, state["model"], meta)
+    rundir.write_metrics(out, state["history"])
+
+
+def fit(cfg: Config, out_dir, *, resume: bool = False, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+    """Train `cfg` into `out_dir` and return the summary (also written to summary.json)."""
+    validate(cfg)
+    out = Path(out_dir)
+    mode = rundir.prepare(out, cfg, resume)
+    if mode == "complete":
+        log.info("%s is already complete; nothing to resume", out)
+        return rundir.read_summary(out)
+    set_threads(cfg.train.threads)
+    device = select_device(cfg.train.device)
+    seed_everything(cfg.seed, cfg.train.deterministic)
+    info, loaders = _load_data(cfg, device)
+    check_fits(cfg.model, info.num_classes, info.in_chans, info.name)
+    model = build_model(cfg.model, info.num_classes, info.in_chans, seed=cfg.seed).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg.optim)
+    lr_at = build_schedule(cfg.schedule, cfg.optim.lr, len(loaders.train), cfg.train.epochs)
+    scaler = torch.amp.GradScaler("cuda") if cfg.train.amp == "fp16" and device.type == "cuda" else None
+
+    state = {"epoch": 0, "step": 0, "history": [], "best": {"epoch": 0, "metric": None, "value": -1.0},
+             "wall_time_s": 0.0}
+    if mode == "resume":
+        state = ckpt.load_state(out / rundir.LAST_STATE)
+        ckpt.check_compatible(model, state["model"], str(out / rundir.LAST_STATE))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        _repair(out, state)
+        log.info("resuming %s after epoch %d of %d", out, state["epoch"], cfg.train.epochs)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        rundir.write_config(out, cfg)
+    _io.write_json(out / rundir.ENV, env_info(device))
+
+    net = torch.compile(model) if cfg.train.compile else model
+    eval_split = "test" if loaders.test is not None else "val"
+    best_key = "val_top1" if loaders.val is not None else "test_top1"
+    tb = _tensorboard(out) if cfg.train.tensorboard else None
+    common = dict(device=device, amp=cfg.train.amp, channels_last=cfg.train.channels_last)
+    final = None
+    for epoch in range(state["epoch"] + 1, cfg.train.epochs + 1):
+        t0 = time.perf_counter()
+        loaders.train.set_epoch(epoch)
+        train, step = train_one_epoch(net, loaders.train, optimizer, lr_at=lr_at, step=state["step"],
+                                      label_smoothing=cfg.train.label_smoothing, scaler=scaler,
+                                      grad_clip=cfg.train.grad_clip, progress=cfg.train.progress,
+                                      desc=f"epoch {epoch}/{cfg.train.epochs}", **common)
+        last = epoch == cfg.train.epochs
+        evals = {}
+        for split in ("val", "test"):
+            loader = getattr(loaders, split)
+            if loader is not None:
+                n_cls = info.num_classes if last and split == eval_split else None
+                evals[split] = evaluate(net, loader, num_classes=n_cls, **common)
+        final = evals.get(eval_split)
+        row = _row(epoch, train, evals.get("val"), evals.get("test"))
+        is_best = row[best_key] > state["best"]["value"]
+        if is_best:
+            state["best"] = {"epoch": epoch, "metric": best_key, "value": row[best_key],
+                             **{k: row[k] for k in ("val_top1", "val_top5", "test_top1", "test_top5") if row[k] is not None}}
+        state.update(epoch=epoch, step=step, history=state["history"] + [row], model_name=cfg.model.name,
+                     model=ckpt._plain_state(model), optimizer=optimizer.state_dict(), rng=ckpt.rng_state(),
+                     scaler=scaler.state_dict() if scaler is not None else None,
+                     wall_time_s=state["wall_time_s"] + time.perf_counter() - t0)
+        _save_checkpoint(out, model, state, is_best)
+        rundir.write_metrics(out, state["history"])
+        if tb is not None:
+            for k, v in row.items():
+                if k != "epoch" and v is not None:
+                    tb.add_scalar(k, v, epoch)
+            tb.flush()
+        log.info("epoch %d/%d  lr %.4g  train loss %.4f top1 %.4f  %s  %.0f img/s  %.1fs", epoch,
+                 cfg.train.epochs, row["lr"], row["train_loss"], row["train_top1"],
+                 "  ".join(f"{s} loss {m['loss']:.4f} top1 {m['top1']:.4f} top5 {m['top5']:.4f}"
+                           for s, m in evals.items()), row["images_per_s"], row["epoch_time_s"])
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+    if final is None or "confusion_matrix" not in final:  # resumed after the last epoch's checkpoint
+        final = evaluate(net, getattr(loaders, eval_split), num_classes=info.num_classes, **common)
+    summary = _summary(cfg, info, model, device, state, final, eval_split)
+    _io.write_json(out / rundir.SUMMARY, summary)
+    if tb is not None:
+        tb.close()
+    return summary
+
+
+def _summary(cfg, info, model, device, state, final, split) -> dict:
+    from ..models import count_macs, count_params
+
+    input_size = (info.in_chans, *info.image_size)
+    rows = state["history"]
+    last = rows[-1]
+    return {
+        "status": "complete", "model": cfg.model.name, "dataset": info.name, "seed": cfg.seed,
+        "epochs": cfg.train.epochs, "split": split, "top1": final["top1"], "top5": final["top5"],
+        "final": {k: v for k, v in last.items() if k not in ("epoch", "images_per_s", "epoch_time_s", "lr")
+                  and v is not None},
+        "best": state["best"],
+        "params": count_params(model), "macs": count_macs(model, input_size=input_size),
+        "train_images_per_s": statistics.mean(r["images_per_s"] for r in rows),
+        "inference_latency_ms": inference_latency_ms(model, input_size, device),
+        "wall_time_s": state["wall_time_s"], "device": device_name(device), "torch_version": torch.__version__,
+        "classes": list(info.classes), "per_class_accuracy": final["per_class_accuracy"],
+        "confusion_matrix": final["confusion_matrix"],
+        "data": {"num_classes": info.num_classes, "in_chans": info.in_chans, "image_size": list(info.image_size),
+                 "mean": list(info.mean), "std": list(info.std)},
+    }
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        from ..errors import ConfigError
+
+        raise ConfigError("train.tensorboard=true needs the tensorboard extra (pip install 'cbamlab[tensorboard]')")
+    return SummaryWriter(str(out / "tensorboard"))

@@ -1,0 +1,92 @@
+"""One training epoch and one evaluation pass: plain functions with explicit arguments."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import CbamlabError
+from .metrics import Meter
+from .optim import set_lr
+from .runtime import autocast
+
+
+class DivergedError(CbamlabError):
+    """The loss became NaN or infinite; the run stops and the last good checkpoint stays."""
+
+
+def _bar(iterable, total: int, desc: str, enabled: bool):
+    if not enabled or not sys.stderr.isatty():
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, lr_at: Callable[[int], float],
+                    step: int, device: torch.device, label_smoothing: float = 0.0, amp: str = "none",
+                    scaler=None, grad_clip: float | None = None, channels_last: bool = False,
+                    progress: bool = False, desc: str = "train") -> tuple[dict, int]:
+    """Train over `loader` once, setting the lr from `lr_at(step)` before every optimizer step.
+
+    Returns ({loss, top1, top5, n, lr, images_per_s, time_s}, next step). Raises DivergedError on a
+    NaN/inf loss before the optimizer applies it.
+    """
+    model.train()
+    meter = Meter()
+    lr = lr_at(step)
+    t0 = time.perf_counter()
+    for x, y in _bar(loader, len(loader), desc, progress):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        lr = lr_at(step)
+        set_lr(optimizer, lr)
+        with autocast(device, amp):
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        loss_value = float(loss.detach())  # the metrics below sync anyway
+        if not math.isfinite(loss_value):
+            raise DivergedError(f"loss is {loss_value} at step {step} (lr {lr:.4g}): training diverged; "
+                                "lower optim.lr or set train.grad_clip")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+        meter.update(logits.detach().float(), y, loss_value * y.shape[0])
+        step += 1
+    elapsed = time.perf_counter() - t0
+    out = meter.result()
+    if not math.isfinite(out["loss"]):
+        raise DivergedError(f"mean training loss is {out['loss']}: training diverged")
+    out.update(lr=lr, images_per_s=out["n"] / max(elapsed, 1e-9), time_s=elapsed)
+    return out, step
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, *, device: torch.device, num_classes: int | None = None,
+             amp: str = "none", channels_last: bool = False) -> dict:
+    """Loss, top-1, top-5 (fractions) over `loader`; with `num_classes`, also the confusion matrix and
+    per-class accuracy."""
+    model.eval()
+    meter = Meter(num_classes)
+    for x, y in loader:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            logits = model(x).float()
+        loss = nn.functional.cross_entropy(logits, y, reduction="sum")
+        meter.update(logits, y, float(loss))
+    return meter.result()
