@@ -28,7 +28,7 @@ class DatasetSpec:
 
 
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
-    DatasetSpec("digits", "digits", 10, 1, (8, 8), 1437, 360, "embedded in scikit-learn; nothing to do"),
+    DatasetSpec("digits", "digits", 10, 1, (8, 8), 1438, 359, "embedded in scikit-learn; nothing to do"),
     DatasetSpec("mnist", "idx", 10, 1, (28, 28), 60000, 10000,
                 "put the four IDX files (train-images-idx3-ubyte.gz, ...) in data.root or $CBAMLAB_DATA/mnist, "
                 "or set data.download: true"),

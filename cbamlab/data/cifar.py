@@ -1,0 +1,159 @@
+"""CIFAR-10 and CIFAR-100 from the standard python batches, read with a restricted unpickler.
+
+The unpickler admits only what those files hold (dicts, lists, strings, numbers and numpy arrays); a pickle that
+names any other global is refused before anything in it runs. Any dataset in this format loads; checksums of the
+official release are checked (by torchvision) only when downloading.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .idx import cache_dir
+from .types import TensorSplit
+
+log = logging.getLogger(__name__)
+
+FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+LABEL_KEYS = {"cifar10": ("labels", "label_names", "batches.meta"), "cifar100": ("fine_labels", "fine_label_names", "meta")}
+HOW_TO_GET = {
+    "cifar10": "unpack cifar-10-python.tar.gz into data.root or $CBAMLAB_DATA/cifar10, or set data.download: true",
+    "cifar100": "unpack cifar-100-python.tar.gz into data.root or $CBAMLAB_DATA/cifar100, or set data.download: true",
+}
+
+# The numpy functions a pickled ndarray needs, found through numpy itself (their module moved in numpy 2).
+_RECONSTRUCT = np.ndarray((0,)).__reduce__()[0]
+_SCALAR = np.float64(0).__reduce__()[0]
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy.core.multiarray", "scalar"): _SCALAR,
+    ("numpy._core.multiarray", "scalar"): _SCALAR,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refused to import {module}.{name}") from None
+
+
+def load_pickle(path) -> dict:
+    """A CIFAR batch file as a dict with str keys; anything but plain data is refused (DataError)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such CIFAR batch file: {path}")
+    try:
+        obj = _PlainUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        raise DataError(f"{path}: refused or unreadable pickle ({e}); only plain data is allowed") from None
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+        raise DataError(f"{path}: not a readable CIFAR batch ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a dict, found {type(obj).__name__}")
+    return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
+
+
+def _train_files(folder: Path, name: str) -> list[Path]:
+    if name == "cifar100":
+        return [folder / "train"] if (folder / "train").is_file() else []
+    files = [p for p in folder.glob("data_batch_*") if re.fullmatch(r"data_batch_\d+", p.name)]
+    return sorted(files, key=lambda p: int(p.name.rsplit("_", 1)[1]))
+
+
+def candidates(name: str, root=None) -> list[Path]:
+    places = []
+    if root:
+        places += [Path(root), Path(root) / name]
+    if os.environ.get("CBAMLAB_DATA"):
+        places.append(Path(os.environ["CBAMLAB_DATA"]) / name)
+    places.append(cache_dir(name))
+    out = []
+    for p in places:
+        out += [p, p / FOLDERS[name]]
+    return out
+
+
+def locate(name: str, root=None) -> tuple[str | None, list[str]]:
+    looked = candidates(name, root)
+    for folder in looked:
+        if _train_files(folder, name):
+            return str(folder), [str(p) for p in looked]
+    return None, [str(p) for p in looked]
+
+
+def read_batch(path, label_key: str, num_classes: int) -> TensorSplit:
+    """One batch file: data uint8 (N, 3072) in channel-major order -> (N, 3, 32, 32), checked against labels."""
+    d = load_pickle(path)
+    if "data" not in d or label_key not in d:
+        raise DataError(f"{path}: missing '{'data' if 'data' not in d else label_key}' (keys: {', '.join(sorted(d))})")
+    data = d["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        shape = getattr(data, "shape", type(data).__name__)
+        raise DataError(f"{path}: 'data' must be uint8 of shape (N, 3072), got {getattr(data, 'dtype', '')} {shape}")
+    try:
+        labels = np.asarray(d[label_key], dtype=np.int64)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: '{label_key}' is not a list of integers") from None
+    if labels.shape != (data.shape[0],):
+        raise DataError(f"{path}: {data.shape[0]} images but {labels.size} labels")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"{path}: labels must be in [0, {num_classes}), found {labels.min()}..{labels.max()}")
+    images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
+    return TensorSplit(images, torch.from_numpy(labels))
+
+
+def read_classes(folder: Path, name: str) -> list[str]:
+    _, names_key, meta_file = LABEL_KEYS[name]
+    meta = load_pickle(folder / meta_file)
+    names = meta.get(names_key)
+    if not isinstance(names, list) or not names:
+        raise DataError(f"{folder / meta_file}: missing the list '{names_key}'")
+    return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _download(name: str, root) -> None:
+    import torchvision.datasets as tvd
+
+    target = Path(root) if root else (Path(os.environ["CBAMLAB_DATA"]) / name if os.environ.get("CBAMLAB_DATA")
+                                      else cache_dir(name))
+    log.info("downloading %s to %s through torchvision (checksum verified)", name, target)
+    cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+    try:
+        cls(str(target), train=True, download=True)
+    except Exception as e:
+        raise DataError(f"could not download {name} to {target}: {str(e).splitlines()[0] if str(e) else e!r}") from None
+
+
+def load(name: str, root=None, *, download=False, include_test=True):
+    """(train, test or None, classes, source folder). The test batch is not opened when include_test=False."""
+    folder, looked = locate(name, root)
+    if folder is None and download:
+        _download(name, root)
+        folder, looked = locate(name, root)
+    if folder is None:
+        raise DataError(f"{name} not found; looked in {', '.join(looked)}; to get it: {HOW_TO_GET[name]}")
+    folder = Path(folder)
+    classes = read_classes(folder, name)
+    label_key = LABEL_KEYS[name][0]
+    parts = [read_batch(p, label_key, len(classes)) for p in _train_files(folder, name)]
+    train = TensorSplit(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+    test = None
+    if include_test:
+        test_file = folder / ("test_batch" if name == "cifar10" else "test")
+        if not test_file.is_file():
+            raise DataError(f"{folder}: missing the test file {test_file.name}")
+        test = read_batch(test_file, label_key, len(classes))
+    return train, test, classes, folder
