@@ -1,0 +1,216 @@
+"""Comparisons: a matrix of model variants x seeds (x datasets) trained under one shared recipe.
+
+Variants are paired by seed: with the same seed the engine gives every variant the same data order and
+augmentation draws and the same initial weights for the layers it shares with its plain twin, so the report
+can test per-seed differences. Runs live at OUT/<dataset>/<variant>/seed<k>/. A finished run is reused (after
+checking it was trained with this recipe), an unfinished one is resumed from its last checkpoint, so a
+comparison killed midway and started again trains only what is missing.
+
+The YAML holds an ordinary training config plus a top-level `compare:` section:
+
+    compare:
+      variants: [resnet20, resnet20_se, resnet20_cbam]
+      seeds: [0, 1, 2]          # or a count: 3
+      datasets: [digits]        # optional; default: the config's data.name
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError, CbamlabError, suggest, unknown
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VARIANTS = ("resnet20", "resnet20_se", "resnet20_cbam")
+DEFAULT_SEEDS = (0, 1, 2)
+# The zero-set-up default (`cbamlab compare`, `make demo`): the quick digits recipe, cut to a number of epochs
+# that trains all 9 runs in a few minutes on 2 CPU cores. configs/compare_digits.yaml holds the same.
+DEFAULT_RECIPE = {"data": {"name": "digits"}, "train": {"epochs": 6}}
+# Keys that do not change what a run computes: a finished run that differs only in these is still reused.
+HARMLESS_KEYS = {"train.progress", "train.tensorboard", "train.threads", "data.workers"}
+_COMPARE_KEYS = ("variants", "seeds", "datasets")
+
+
+@dataclass
+class CompareSpec:
+    variants: list[str]
+    seeds: list[int]
+    datasets: list[str] | None = None
+
+
+@dataclass
+class PlannedRun:
+    dataset: str
+    variant: str
+    seed: int
+    path: Path
+    cfg: object  # engine Config
+
+
+@dataclass
+class CompareResult:
+    out_dir: Path
+    trained: list[Path] = field(default_factory=list)
+    reused: list[Path] = field(default_factory=list)
+    report: object = None  # report.writer.ReportPaths when the report was written
+
+
+def parse_compare_section(section: dict | None) -> CompareSpec:
+    """The `compare:` mapping as a CompareSpec; missing keys take the defaults, unknown keys are errors."""
+    section = {} if section is None else section
+    if not isinstance(section, dict):
+        raise ConfigError(f"compare: expected a mapping with {', '.join(_COMPARE_KEYS)}, got {section!r}")
+    for k in section:
+        if k not in _COMPARE_KEYS:
+            raise ConfigError(f"unknown key 'compare.{k}'{suggest(k, _COMPARE_KEYS)}; known: {', '.join(_COMPARE_KEYS)}")
+    variants = section.get("variants", list(DEFAULT_VARIANTS))
+    if isinstance(variants, str):
+        variants = [v.strip() for v in variants.split(",") if v.strip()]
+    if not isinstance(variants, list) or not variants or not all(isinstance(v, str) for v in variants):
+        raise ConfigError(f"compare.variants: expected a non-empty list of model names, got {variants!r}")
+    seeds = section.get("seeds", list(DEFAULT_SEEDS))
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ConfigError(f"compare.seeds={seeds}: a count of seeds must be >= 1")
+        seeds = list(range(seeds))
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise ConfigError(f"compare.seeds: expected a count or a non-empty list of integers >= 0, got {seeds!r}")
+    datasets = section.get("datasets")
+    if isinstance(datasets, str):
+        datasets = [datasets]
+    if datasets is not None and (not isinstance(datasets, list) or not datasets
+                                 or not all(isinstance(d, str) for d in datasets)):
+        raise ConfigError(f"compare.datasets: expected a non-empty list of dataset names, got {datasets!r}")
+    for key, values in (("variants", variants), ("seeds", seeds), ("datasets", datasets or [])):
+        dup = sorted({str(v) for v in values if values.count(v) > 1})
+        if dup:
+            raise ConfigError(f"compare.{key}: listed twice: {', '.join(dup)}")
+    return CompareSpec(variants=list(variants), seeds=list(seeds), datasets=list(datasets) if datasets else None)
+
+
+def _apply_compare_override(section: dict, override: str) -> None:
+    import yaml
+
+    key, raw = (s.strip() for s in override.split("=", 1))
+    name = key.split(".", 1)[1]
+    if name not in _COMPARE_KEYS:
+        raise ConfigError(f"unknown key '{key}'{suggest(name, _COMPARE_KEYS)}; known: "
+                          + ", ".join(f"compare.{k}" for k in _COMPARE_KEYS))
+    try:
+        section[name] = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        section[name] = raw
+
+
+def load_compare_config(path=None, overrides=()):
+    """(engine Config, CompareSpec) from a YAML file (None: the built-in default) and `key=value` overrides;
+    `compare.variants=[...]`, `compare.seeds=5` set the compare section, anything else the recipe."""
+    from ..engine.config import load_config, read_yaml, split_sections
+
+    raw = copy.deepcopy(DEFAULT_RECIPE) if path is None else read_yaml(path)
+    recipe, extras = split_sections(raw)
+    section = extras.get("compare")
+    section = dict(section) if isinstance(section, dict) else section
+    engine_overrides = []
+    for o in overrides or ():
+        if o.strip().startswith("compare.") and "=" in o:
+            section = {} if section is None else section
+            _apply_compare_override(section, o)
+        else:
+            engine_overrides.append(o)
+    spec = parse_compare_section(section)
+    cfg = load_config(recipe, engine_overrides)
+    return cfg, spec
+
+
+def check_variants(variants) -> None:
+    """Every variant must be a registered model: checked before anything trains."""
+    from ..models import list_models
+
+    known = list_models()
+    for v in variants:
+        if v not in known:
+            raise unknown("model", v, known)
+
+
+def check_datasets(datasets) -> None:
+    from ..data import list_datasets
+
+    known = list_datasets()
+    for d in datasets:
+        if d not in known:
+            raise unknown("dataset", d, known)
+
+
+def plan(base_cfg, variants, seeds, out_dir, datasets=None) -> list[PlannedRun]:
+    """Every run of the matrix, ordered dataset, seed, variant: an interrupted comparison leaves whole
+    seed-pairs behind it."""
+    from ..engine.config import config_from_dict, config_to_dict
+
+    datasets = list(datasets) if datasets else [base_cfg.data.name]
+    check_variants(variants)
+    check_datasets(datasets)
+    base = config_to_dict(base_cfg)
+    runs = []
+    for dataset in datasets:
+        for seed in seeds:
+            for variant in variants:
+                d = copy.deepcopy(base)
+                d["seed"] = int(seed)
+                d["model"]["name"] = variant
+                if dataset != base_cfg.data.name:
+                    d["data"]["name"] = dataset
+                    d["data"]["root"] = None  # a root belongs to the config's own dataset
+                runs.append(PlannedRun(dataset, variant, int(seed), Path(out_dir) / dataset / variant / f"seed{seed}",
+                                       config_from_dict(d)))
+    return runs
+
+
+def _check_reusable(run: PlannedRun) -> None:
+    """A finished run is reused only if it was trained with this very config (harmless keys aside)."""
+    from ..engine.config import diff_configs
+    from ..engine.rundir import load_run_config
+
+    changed = [k for k in diff_configs(load_run_config(run.path), run.cfg) if k not in HARMLESS_KEYS]
+    if changed:
+        raise CbamlabError(f"{run.path} holds a finished run with another config ({', '.join(changed)} differ); "
+                           "use another --out, or delete that run to retrain it")
+
+
+def run_compare(base_cfg, variants, seeds, out_dir, datasets=None, *, report: bool = True) -> CompareResult:
+    """Train what is missing of variants x seeds (x datasets) under `base_cfg`, then write the report into
+    `out_dir` (report.md, report.html, figures/). Unknown models or datasets fail before any training."""
+    from .. import engine
+    from ..engine.rundir import is_complete
+
+    out_dir = Path(out_dir)
+    runs = plan(base_cfg, list(variants), list(seeds), out_dir, datasets)
+    result = CompareResult(out_dir=out_dir)
+    done = [r for r in runs if is_complete(r.path)]
+    for r in done:
+        _check_reusable(r)
+    log.info("compare: %d runs (%d finished, reused), %d to train into %s",
+             len(runs), len(done), len(runs) - len(done), out_dir)
+    start = time.perf_counter()
+    for i, r in enumerate(runs, start=1):
+        tag = f"[{i}/{len(runs)}] {r.dataset} {r.variant} seed {r.seed}"
+        if is_complete(r.path):
+            log.info("%s: finished earlier, reused", tag)
+            result.reused.append(r.path)
+            continue
+        log.info("%s: %s", tag, "resuming" if (r.path / "config.yaml").is_file() else "training")
+        summary = engine.fit(r.cfg, r.path, resume=True)
+        result.trained.append(r.path)
+        top1 = summary.get("top1") if isinstance(summary, dict) else None
+        log.info("%s: top-1 %s (%.0f s so far)", tag, "n/a" if top1 is None else f"{100 * top1:.2f} %",
+                 time.perf_counter() - start)
+    if report:
+        from ..report.writer import write_report
+
+        result.report = write_report(out_dir)
+    return result

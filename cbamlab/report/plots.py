@@ -1,0 +1,225 @@
+"""Figures for a comparison group, as PNG bytes (matplotlib, Agg backend: no display needed).
+
+Accuracy-per-epoch curves as in the CBAM paper's training plots (mean over seeds with a ± 1 std band), loss
+curves, the learning-rate schedule, per-class accuracy of each attention variant against its baseline, and
+confusion matrices. Every axis is labelled and every figure that shows several variants has a legend.
+"""
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..experiments.results import Group, Run  # noqa: E402
+
+DPI = 100
+plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.grid": True, "grid.alpha": 0.3,
+                     "legend.fontsize": 10, "legend.framealpha": 0.85})
+
+
+def _color(group: Group, variant: str):
+    return plt.get_cmap("tab10")(group.variants.index(variant) % 10)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=DPI)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _column(run: Run, name: str) -> np.ndarray:
+    """A metrics column as floats, NaN where not measured."""
+    return np.array([np.nan if v is None else float(v) for v in run.metrics.get(name, [])], dtype=float)
+
+
+def _stack(runs: list[Run], name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(epochs, values[seed, epoch]) over the epochs every run has; None when no run measured `name`."""
+    cols = [_column(r, name) for r in runs]
+    if not cols or all(c.size == 0 or np.all(np.isnan(c)) for c in cols):
+        return None
+    length = min(c.size for c in cols)
+    if length == 0:
+        return None
+    epochs = _column(runs[0], "epoch")[:length]
+    if epochs.size < length or np.any(np.isnan(epochs)):
+        epochs = np.arange(1, length + 1, dtype=float)
+    return epochs, np.stack([c[:length] for c in cols])
+
+
+def _band(ax, group: Group, variant: str, name: str, scale: float = 1.0, label_suffix: str = "") -> bool:
+    runs = [group.runs[variant][s] for s in group.seeds(variant)]
+    stacked = _stack(runs, name)
+    if stacked is None:
+        return False
+    epochs, values = stacked
+    values = values * scale
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(values, axis=0)
+        std = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else None
+    color = _color(group, variant)
+    ax.plot(epochs, mean, color=color, lw=2, marker="o", ms=3,
+            label=f"{variant}{label_suffix} (n = {values.shape[0]})")
+    if std is not None:
+        ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+    return True
+
+
+def _test_or_val(group: Group, kind: str) -> str:
+    """'test_<kind>' when the runs measured the test split every epoch, else 'val_<kind>'."""
+    run = next(iter(next(iter(group.runs.values())).values()))
+    test = _column(run, f"test_{kind}")
+    return f"test_{kind}" if test.size and not np.all(np.isnan(test)) else f"val_{kind}"
+
+
+def _curves(group: Group, metrics: list[tuple[str, str]], ylabel: str, scale: float, title: str) -> bytes:
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.2 * len(metrics), 4.4), squeeze=False)
+    for ax, (name, label) in zip(axes[0], metrics):
+        drawn = [_band(ax, group, v, name, scale) for v in group.variants]
+        ax.set_title(label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        if any(drawn):
+            ax.legend(loc="best")
+        else:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle(f"{title} ({group.dataset}; line: mean over seeds, band: ± 1 std)")
+    return _png(fig)
+
+
+def accuracy_curves(group: Group) -> bytes:
+    """Top-1 accuracy per epoch, train and test (validation when the test split was not evaluated per epoch)."""
+    held_out = _test_or_val(group, "top1")
+    split = held_out.split("_")[0]
+    return _curves(group, [("train_top1", "train top-1"), (held_out, f"{split} top-1")],
+                   "top-1 accuracy (%)", 100.0, "Accuracy per epoch")
+
+
+def loss_curves(group: Group) -> bytes:
+    held_out = _test_or_val(group, "loss")
+    split = held_out.split("_")[0]
+    return _curves(group, [("train_loss", "train loss"), (held_out, f"{split} loss")],
+                   "cross-entropy loss", 1.0, "Loss per epoch")
+
+
+def lr_schedule(group: Group) -> bytes:
+    """The learning rate of each epoch as recorded in metrics.csv (one seed per variant; the recipe is shared)."""
+    fig, ax = plt.subplots(figsize=(6.2, 3.8))
+    drawn = False
+    for i, variant in enumerate(group.variants):
+        run = group.runs[variant][group.seeds(variant)[0]]
+        lr, epochs = _column(run, "lr"), _column(run, "epoch")
+        if lr.size == 0 or np.all(np.isnan(lr)):
+            continue
+        if epochs.size != lr.size or np.any(np.isnan(epochs)):
+            epochs = np.arange(1, lr.size + 1, dtype=float)
+        ax.plot(epochs, lr, color=_color(group, variant), lw=2.5 - 0.6 * i, ls=["-", "--", ":", "-."][i % 4],
+                marker="o", ms=3, label=variant)
+        drawn = True
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"Learning-rate schedule ({group.dataset})")
+    if drawn:
+        positive = [ln.get_ydata() for ln in ax.get_lines()]
+        values = np.concatenate([np.asarray(p, dtype=float) for p in positive])
+        values = values[values > 0]
+        if values.size and values.max() / values.min() > 50:
+            ax.set_yscale("log")
+        ax.legend(loc="best")
+    else:
+        ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
+    return _png(fig)
+
+
+def _class_names(group: Group, variant: str) -> list[str]:
+    run = group.runs[variant][group.seeds(variant)[0]]
+    classes = run.summary.get("classes")
+    pca = run.summary.get("per_class_accuracy") or []
+    return [str(c) for c in classes] if classes and len(classes) == len(pca) else [str(i) for i in range(len(pca))]
+
+
+def _per_class(group: Group, variant: str, seeds: list[int]) -> np.ndarray | None:
+    rows = [group.runs[variant][s].summary.get("per_class_accuracy") for s in seeds]
+    if not rows or any(not r for r in rows) or len({len(r) for r in rows}) != 1:
+        return None
+    return np.array(rows, dtype=float) * 100.0  # (seeds, classes)
+
+
+def per_class_accuracy(group: Group, variant: str, baseline: str) -> bytes | None:
+    """Per-class test accuracy of `variant` against `baseline`: mean over their common seeds, ± 1 std whiskers."""
+    seeds = sorted(set(group.seeds(variant)) & set(group.seeds(baseline)))
+    a, b = _per_class(group, variant, seeds), _per_class(group, baseline, seeds)
+    if a is None or b is None or a.shape != b.shape:
+        return None
+    names = _class_names(group, variant)
+    k = len(names)
+    x = np.arange(k)
+    width = 0.4
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.65 * k + 2), 4.4))
+    for offset, name, values in ((-width / 2, baseline, b), (width / 2, variant, a)):
+        err = values.std(axis=0, ddof=1) if values.shape[0] > 1 else None
+        ax.bar(x + offset, values.mean(axis=0), width, yerr=err, capsize=2, color=_color(group, name),
+               label=f"{name} (n = {values.shape[0]})")
+    low = float(np.floor(min(a.mean(axis=0).min(), b.mean(axis=0).min()) / 5.0) * 5.0)
+    ax.set_ylim(max(0.0, low - 5.0), 100.5)
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=45 if max(len(n) for n in names) > 3 else 0, ha="right"
+                       if max(len(n) for n in names) > 3 else "center")
+    ax.set_xlabel("class")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Per-class accuracy: {variant} vs {baseline} ({group.dataset}; mean ± 1 std over seeds)")
+    ax.legend(loc="lower right")
+    return _png(fig)
+
+
+def confusion_matrices(group: Group) -> bytes | None:
+    """Row-normalised confusion matrix of each variant, summed over its seeds (rows: true class)."""
+    mats = {}
+    for variant in group.variants:
+        ms = [group.runs[variant][s].summary.get("confusion_matrix") for s in group.seeds(variant)]
+        if ms and all(ms):
+            mats[variant] = np.sum([np.array(m, dtype=float) for m in ms], axis=0)
+    if not mats:
+        return None
+    names = _class_names(group, next(iter(mats)))
+    k = next(iter(mats.values())).shape[0]
+    if len(names) != k:
+        names = [str(i) for i in range(k)]
+    cols = min(3, len(mats))
+    rows = math.ceil(len(mats) / cols)
+    size = max(4.2, 0.42 * k + 1.5)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 1.0, size * rows), squeeze=False)
+    image = None
+    for ax, (variant, m) in zip(axes.flat, mats.items()):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            norm = np.nan_to_num(m / m.sum(axis=1, keepdims=True)) * 100.0
+        image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=100)
+        if k <= 12:
+            for i in range(k):
+                for j in range(k):
+                    if norm[i, j] >= 0.5:
+                        ax.text(j, i, f"{norm[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                                color="white" if norm[i, j] > 60 else "black")
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
+        ax.set_xticklabels(names, rotation=90, fontsize=8)
+        ax.set_yticklabels(names, fontsize=8)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(f"{variant} (n = {len(group.seeds(variant))})")
+        ax.grid(False)
+    for ax in list(axes.flat)[len(mats):]:
+        ax.axis("off")
+    fig.suptitle(f"Confusion matrices ({group.dataset}; % of each true class, summed over seeds)")
+    fig.tight_layout()
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="% of true class")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,140 @@
+"""The comparison table of one group: accuracy as mean ± std over seeds, the paired difference to the baseline
+with its 95 % interval and p-value, cost (params, MACs, speed), n, device and torch version.
+
+`rows(group)` computes the numbers once; `markdown(rows)` and `html(rows)` only format them.
+"""
+from __future__ import annotations
+
+import html as _html
+import math
+from dataclasses import dataclass
+
+from ..errors import CbamlabError
+from ..experiments.results import Group, attn_kind, finite
+from . import stats
+
+COLUMNS = ("variant", "n", "top-1 %", "top-5 %", "Δ top-1 vs baseline (95 % CI)", "p (paired t)", "params",
+           "MACs", "train img/s", "latency ms", "device", "torch")
+
+
+@dataclass
+class Row:
+    variant: str
+    n: int
+    top1: stats.Summary
+    top5: stats.Summary | None
+    baseline: str | None
+    delta_top1: stats.Paired | None
+    params: float | None
+    macs: float | None
+    images_per_s: float | None
+    latency_ms: float | None
+    device: str
+    torch: str
+    is_baseline: bool = False
+
+    def cells(self) -> list[str]:
+        if self.delta_top1 is None:
+            delta = "baseline" if self.is_baseline else "n/a"
+            p = ""
+        else:
+            d = self.delta_top1
+            ci = "" if math.isnan(d.ci_low) else f" [{d.ci_low * 100:+.2f}, {d.ci_high * 100:+.2f}]"
+            delta = f"{d.mean * 100:+.2f}{ci} vs {self.baseline}" + (f" (n = {d.n})" if d.n != self.n else "")
+            p = stats.format_p(d.p_value)
+            if d.wilcoxon_p is not None:
+                p += f" (Wilcoxon {stats.format_p(d.wilcoxon_p)})"
+        return [self.variant, str(self.n), pm(self.top1), pm(self.top5) if self.top5 else "n/a", delta, p,
+                count(self.params), count(self.macs), number(self.images_per_s, 0), number(self.latency_ms, 2),
+                self.device, self.torch]
+
+
+def pm(s: stats.Summary, scale: float = 100.0) -> str:
+    """'97.31 ± 0.42' (sample std), or just the mean when n = 1."""
+    if math.isnan(s.std):
+        return f"{s.mean * scale:.2f}"
+    return f"{s.mean * scale:.2f} ± {s.std * scale:.2f}"
+
+
+def count(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.2f} {unit}"
+    return f"{v:.0f}"
+
+
+def number(v: float | None, digits: int) -> str:
+    return "n/a" if v is None else f"{v:,.{digits}f}"
+
+
+def _mean_of(values) -> float | None:
+    vals = finite(values)
+    return stats.mean(vals) if vals else None
+
+
+def _distinct(values) -> str:
+    seen = [str(v) for v in dict.fromkeys(v for v in values if v not in (None, ""))]
+    return ", ".join(seen) if seen else "n/a"
+
+
+def _metric(group: Group, variant: str, key: str, seeds: list[int]) -> list[float] | None:
+    vals = [group.runs[variant][s].summary.get(key) for s in seeds]
+    return None if any(v is None for v in vals) else [float(v) for v in vals]
+
+
+def rows(group: Group, confidence: float = 0.95) -> list[Row]:
+    out = []
+    for variant in group.variants:
+        seeds = group.seeds(variant)
+        runs = [group.runs[variant][s] for s in seeds]
+        top1 = _metric(group, variant, "top1", seeds)
+        if top1 is None:
+            raise CbamlabError(f"{runs[0].path}: summary.json has no top1")
+        top5 = _metric(group, variant, "top5", seeds)
+        baseline = group.baseline_for(variant)
+        delta = None
+        if baseline is not None:
+            common = sorted(set(seeds) & set(group.seeds(baseline)))
+            if common:
+                delta = stats.paired_comparison(_metric(group, variant, "top1", common),
+                                                _metric(group, baseline, "top1", common), confidence)
+        out.append(Row(
+            variant=variant, n=len(seeds), top1=stats.summarize(top1),
+            top5=stats.summarize(top5) if top5 else None, baseline=baseline, delta_top1=delta,
+            params=_mean_of(r.summary.get("params") for r in runs),
+            macs=_mean_of(r.summary.get("macs") for r in runs),
+            images_per_s=_mean_of(r.summary.get("train_images_per_s") for r in runs),
+            latency_ms=_mean_of(r.summary.get("inference_latency_ms") for r in runs),
+            device=_distinct(r.summary.get("device") or r.env.get("device") for r in runs),
+            torch=_distinct(r.summary.get("torch_version") or r.env.get("torch") for r in runs),
+            is_baseline=attn_kind(variant.split(" ")[0]) == "none"))
+    return out
+
+
+def sentences(table: list[Row]) -> list[str]:
+    """One plain sentence per non-baseline variant: what the paired data support, or why there is nothing."""
+    out = []
+    for row in table:
+        if row.delta_top1 is not None:
+            out.append(stats.verdict(row.variant, row.baseline, row.delta_top1))
+        elif row.baseline is not None:
+            out.append(f"{row.variant}: no seed in common with {row.baseline}, so no paired comparison.")
+        elif not row.is_baseline:
+            out.append(f"{row.variant}: no plain variant was run under this recipe, so no difference is computed.")
+    return out
+
+
+def markdown(table: list[Row]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    for row in table:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row.cells()) + " |")
+    return "\n".join(lines)
+
+
+def html(table: list[Row]) -> str:
+    head = "".join(f"<th>{_html.escape(c)}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{_html.escape(c)}</td>" for c in row.cells()) + "</tr>\n"
+                   for row in table)
+    return f'<table class="results">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>'
