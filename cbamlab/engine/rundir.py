@@ -21,6 +21,10 @@ LAST_WEIGHTS, LAST_STATE, BEST_WEIGHTS = "checkpoints/last.safetensors", "checkp
     "checkpoints/best.safetensors"
 
 
+# keys that do not change what a run computes: a resume may change them
+COSMETIC = ("train.progress", "train.tensorboard", "data.workers")
+
+
 class RunDirError(CbamlabError):
     """A run directory that cannot be used as asked (finished, foreign, another config)."""
 
@@ -66,7 +70,7 @@ def prepare(run_dir, cfg: Config, resume: bool) -> str:
         saved = load_config(run_dir / CONFIG)
     except ConfigError as e:
         raise RunDirError(f"{run_dir / CONFIG} cannot be read back: {e}") from None
-    changed = diff_configs(saved, cfg)
+    changed = [k for k in diff_configs(saved, cfg) if k not in COSMETIC]
     if changed:
         raise RunDirError(f"cannot resume {run_dir} with another config: {', '.join(changed)} differ "
                           "(resume without --config/--set to use the run's own)")

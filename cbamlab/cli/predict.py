@@ -1,0 +1,30 @@
+"""`cbamlab predict`: the top-k classes, with probabilities, of PNG/JPEG images under a trained run's model."""
+from __future__ import annotations
+
+DESCRIPTION = """Classify image files (PNG, JPEG) with the model of a run directory. Each image is converted to
+the run's channels and resized to its image size, then the top-k classes are printed with probabilities."""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="top-k classes of image files", description=DESCRIPTION)
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run directory made by `cbamlab train`")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
+    p.add_argument("-k", "--top", type=int, default=5, metavar="K", help="how many classes to print (default 5)")
+    p.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    p.add_argument("-q", "--quiet", action="store_true", help="no log lines")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..engine.predict import load_run, predict_topk, read_image
+    from ..errors import CbamlabError
+
+    if args.top < 1:
+        raise CbamlabError(f"--top must be >= 1, got {args.top}")
+    loaded = load_run(args.run, args.checkpoint)
+    d = loaded.data
+    inputs = [(path, read_image(path, d["in_chans"], d["image_size"], d["mean"], d["std"])) for path in args.images]
+    for path, x in inputs:
+        top = predict_topk(loaded.model, x, d["classes"], args.top)
+        print(f"{path}: " + "  ".join(f"{name} {p:.4f}" for name, p in top))
+    return 0

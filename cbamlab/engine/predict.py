@@ -1,0 +1,123 @@
+"""Use a trained model: load it from a run directory or a weights file, evaluate it, classify image files."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CbamlabError, CheckpointError
+from . import checkpoint as ckpt
+from . import rundir
+from .build import build_model
+from .config import Config
+from .loop import evaluate
+from .runtime import select_device, set_threads
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    cfg: Config
+    data: dict  # num_classes, in_chans, image_size, mean, std, classes
+    weights: Path
+
+
+def _data_info(cfg: Config, summary: dict | None) -> dict:
+    if summary and "data" in summary:
+        return {**summary["data"], "classes": summary["classes"]}
+    from ..data import load_dataset  # an unfinished run: read the dataset's description (never the test split)
+
+    d = cfg.data
+    info = load_dataset(d.name, d.root, image_size=d.image_size, val_fraction=0.0, seed=cfg.seed,
+                        include_test=False).info
+    return {"num_classes": info.num_classes, "in_chans": info.in_chans, "image_size": list(info.image_size),
+            "mean": list(info.mean), "std": list(info.std), "classes": list(info.classes)}
+
+
+def load_run(run_dir, checkpoint: str = "last") -> LoadedModel:
+    """The model of a run directory with its `last` or `best` weights, in eval mode on the CPU."""
+    run_dir = Path(run_dir)
+    if checkpoint not in ("last", "best"):
+        raise CbamlabError(f"unknown checkpoint '{checkpoint}'; known: last, best")
+    cfg = rundir.load_run_config(run_dir)
+    weights = run_dir / (rundir.LAST_WEIGHTS if checkpoint == "last" else rundir.BEST_WEIGHTS)
+    if not weights.is_file():
+        raise CheckpointError(f"{run_dir} has no {checkpoint} checkpoint yet ({weights} is missing)")
+    data = _data_info(cfg, rundir.read_summary(run_dir))
+    model = build_model(cfg.model.__class__(**{**cfg.model.__dict__, "pretrained": None}), data["num_classes"],
+                        data["in_chans"])
+    ckpt.load_into(model, weights)
+    return LoadedModel(model.eval(), cfg, data, weights)
+
+
+def load_weights_file(weights, model_cfg, num_classes: int, in_chans: int) -> nn.Module:
+    """A model from the registry with the weights of `weights` (strict: another architecture is refused)."""
+    model = build_model(model_cfg, num_classes, in_chans)
+    ckpt.load_into(model, weights)
+    return model.eval()
+
+
+def evaluate_config(model: nn.Module, cfg: Config, split: str | None = None) -> dict:
+    """Evaluate `model` on the split `cfg` names (test, else validation), loaded exactly as `fit` loads it."""
+    from ..data import load_dataset, make_loaders
+
+    set_threads(cfg.train.threads)
+    device = select_device(cfg.train.device)
+    d = cfg.data
+    want_test = split != "val"
+    bundle = load_dataset(d.name, d.root, download=d.download, image_size=d.image_size, val_fraction=d.val_fraction,
+                          seed=cfg.seed, include_test=want_test)
+    from .build import check_fits
+
+    check_fits(cfg.model, bundle.info.num_classes, bundle.info.in_chans, bundle.info.name)
+    if getattr(model, "num_classes", bundle.info.num_classes) != bundle.info.num_classes:
+        raise CbamlabError(f"the model has {model.num_classes} classes but dataset '{d.name}' has "
+                           f"{bundle.info.num_classes}")
+    loaders = make_loaders(bundle, cfg.train.batch_size, augment=None, device=device, seed=cfg.seed,
+                           eval_batch_size=cfg.train.eval_batch_size, workers=d.workers)
+    split = split or ("test" if loaders.test is not None else "val")
+    loader = getattr(loaders, split)
+    if loader is None:
+        raise CbamlabError(f"dataset '{d.name}' has no {split} split here (data.val_fraction={d.val_fraction})")
+    model = model.to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    out = evaluate(model, loader, device=device, num_classes=bundle.info.num_classes, amp=cfg.train.amp,
+                   channels_last=cfg.train.channels_last)
+    out["split"] = split
+    out["classes"] = list(bundle.info.classes)
+    return out
+
+
+def read_image(path, in_chans: int, image_size, mean, std) -> torch.Tensor:
+    """A PNG/JPEG file as the model's input (1, C, H, W): converted to the run's channels, resized, normalised."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CbamlabError(f"no such image file: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = im.convert("L" if in_chans == 1 else "RGB")
+            h, w = image_size
+            im = im.resize((w, h), Image.BILINEAR)
+            x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise CbamlabError(f"{path}: not a readable PNG or JPEG image ({type(e).__name__})") from None
+    x = x.reshape(h, w, in_chans).permute(2, 0, 1).float().div(255)  # (C, H, W)
+    x = (x - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
+    return x.unsqueeze(0)
+
+
+@torch.no_grad()
+def predict_topk(model: nn.Module, x: torch.Tensor, classes: list[str], k: int = 5) -> list[tuple[str, float]]:
+    """The k most probable classes of one input (1, C, H, W) with their softmax probabilities."""
+    probs = torch.softmax(model.eval()(x).float(), dim=1)[0]
+    p, idx = probs.topk(min(k, probs.numel()))
+    return [(classes[int(i)], float(v)) for v, i in zip(p, idx)]
