@@ -97,7 +97,8 @@ def torchvision_state_dict(base: str, progress: bool = False) -> dict[str, torch
 
 def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     """Fit a stem conv (O, I, k, k) to `in_chans` inputs as timm does: for 1 channel sum over the input
-    channels; for more, repeat the channels and scale by I / in_chans, so a constant image gives the same output."""
+    channels; for more, repeat the channels cyclically and scale by I / in_chans, which keeps the response's scale
+    (exactly the same response to a constant image when in_chans is a multiple of I)."""
     src = weight.shape[1]
     if in_chans == src:
         return weight
