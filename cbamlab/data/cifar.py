@@ -1,7 +1,7 @@
 """CIFAR-10 and CIFAR-100 from the standard python batches, read with a restricted unpickler.
 
-The unpickler admits only what those files hold (dicts, lists, strings, numbers and numpy arrays); a pickle that
-names any other global is refused before anything in it runs. Any dataset in this format loads; checksums of the
+The unpickler admits only what those files hold (dicts, lists, strings, numbers and numpy arrays, and the latin-1
+bytes of a Python 3 protocol-2 pickle); a pickle that names any other global is refused before anything in it runs. Any dataset in this format loads; checksums of the
 official release are checked (by torchvision) only when downloading.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .idx import cache_dir
+from .idx import _notes, cache_dir
 from .types import TensorSplit
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,17 @@ HOW_TO_GET = {
 # The numpy functions a pickled ndarray needs, found through numpy itself (their module moved in numpy 2).
 _RECONSTRUCT = np.ndarray((0,)).__reduce__()[0]
 _SCALAR = np.float64(0).__reduce__()[0]
+
+
+def _latin1_bytes(text, encoding="utf-8"):
+    """What `_codecs.encode` does for bytes pickled by Python 3 at protocol 2, and nothing more."""
+    if not isinstance(text, str) or str(encoding).lower() not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("refused _codecs.encode of anything but a latin-1 string")
+    return text.encode("latin1")
+
+
 _ALLOWED = {
+    ("_codecs", "encode"): _latin1_bytes,
     ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy.core.multiarray", "scalar"): _SCALAR,
@@ -91,7 +101,7 @@ def locate(name: str, root=None) -> tuple[str | None, list[str]]:
     for folder in looked:
         if _train_files(folder, name):
             return str(folder), [str(p) for p in looked]
-    return None, [str(p) for p in looked]
+    return None, _notes(root) + [str(p) for p in looked]
 
 
 def read_batch(path, label_key: str, num_classes: int) -> TensorSplit:

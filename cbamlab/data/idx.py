@@ -99,13 +99,18 @@ def candidates(name: str, root=None) -> list[Path]:
     return out
 
 
+def _notes(root) -> list[str]:
+    """The places not looked at because they are not set, so the "not found" error says how to set them."""
+    return ([] if root else ["data.root (not set)"]) + ([] if os.environ.get("CBAMLAB_DATA") else ["$CBAMLAB_DATA (not set)"])
+
+
 def locate(name: str, root=None) -> tuple[str | None, list[str]]:
     """(the first folder holding the training images and labels, or None; the folders looked at)."""
     looked = candidates(name, root)
     for folder in looked:
         if all(_find_file(folder, stem) for stem in FILES["train"]):
             return str(folder), [str(p) for p in looked]
-    return None, [str(p) for p in looked]
+    return None, _notes(root) + [str(p) for p in looked]
 
 
 def _download(name: str, root) -> None:
