@@ -220,7 +220,8 @@ def group_runs(runs: list[Run]) -> list[Group]:
             key = json.dumps(recipe_of(run.config), sort_keys=True, default=str)
             by_key[(run.dataset, key)].append(run)
     groups = []
-    for (dataset, key), members in sorted(by_key.items()):
+    # per dataset, the largest comparison first
+    for (dataset, key), members in sorted(by_key.items(), key=lambda kv: (kv[0][0], -len(kv[1]), kv[0][1])):
         options_seen: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
         for run in members:
             for k in ATTN_OPTION_KEYS:

@@ -109,28 +109,30 @@ def loss_curves(group: Group) -> bytes:
 
 
 def lr_schedule(group: Group) -> bytes:
-    """The learning rate of each epoch as recorded in metrics.csv (one seed per variant; the recipe is shared)."""
+    """The learning rate of each epoch as recorded in metrics.csv (first seed of each variant; one line when
+    every variant followed the same schedule, as a shared recipe should)."""
     fig, ax = plt.subplots(figsize=(6.2, 3.8))
-    drawn = False
-    for i, variant in enumerate(group.variants):
+    curves = []
+    for variant in group.variants:
         run = group.runs[variant][group.seeds(variant)[0]]
         lr, epochs = _column(run, "lr"), _column(run, "epoch")
         if lr.size == 0 or np.all(np.isnan(lr)):
             continue
         if epochs.size != lr.size or np.any(np.isnan(epochs)):
             epochs = np.arange(1, lr.size + 1, dtype=float)
-        ax.plot(epochs, lr, color=_color(group, variant), lw=2.5 - 0.6 * i, ls=["-", "--", ":", "-."][i % 4],
-                marker="o", ms=3, label=variant)
-        drawn = True
+        curves.append((variant, epochs, lr))
+    same = len(curves) > 1 and all(c[2].shape == curves[0][2].shape and np.allclose(c[2], curves[0][2], equal_nan=True)
+                                   for c in curves)
+    if same:
+        curves = [(f"all {len(curves)} variants (identical)", curves[0][1], curves[0][2])]
+    for i, (label, epochs, lr) in enumerate(curves):
+        color = "black" if same else _color(group, label)
+        ax.plot(epochs, lr, color=color, lw=2, ls=["-", "--", ":", "-."][i % 4], marker="o", ms=3, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
+    ax.set_ylim(bottom=0)
     ax.set_title(f"Learning-rate schedule ({group.dataset})")
-    if drawn:
-        positive = [ln.get_ydata() for ln in ax.get_lines()]
-        values = np.concatenate([np.asarray(p, dtype=float) for p in positive])
-        values = values[values > 0]
-        if values.size and values.max() / values.min() > 50:
-            ax.set_yscale("log")
+    if curves:
         ax.legend(loc="best")
     else:
         ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
@@ -148,7 +150,7 @@ def _per_class(group: Group, variant: str, seeds: list[int]) -> np.ndarray | Non
     rows = [group.runs[variant][s].summary.get("per_class_accuracy") for s in seeds]
     if not rows or any(not r for r in rows) or len({len(r) for r in rows}) != 1:
         return None
-    return np.array(rows, dtype=float) * 100.0  # (seeds, classes)
+    return np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float) * 100.0  # (seeds, classes)
 
 
 def per_class_accuracy(group: Group, variant: str, baseline: str) -> bytes | None:
@@ -163,10 +165,10 @@ def per_class_accuracy(group: Group, variant: str, baseline: str) -> bytes | Non
     width = 0.4
     fig, ax = plt.subplots(figsize=(max(6.5, 0.65 * k + 2), 4.4))
     for offset, name, values in ((-width / 2, baseline, b), (width / 2, variant, a)):
-        err = values.std(axis=0, ddof=1) if values.shape[0] > 1 else None
-        ax.bar(x + offset, values.mean(axis=0), width, yerr=err, capsize=2, color=_color(group, name),
+        err = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else None
+        ax.bar(x + offset, np.nanmean(values, axis=0), width, yerr=err, capsize=2, color=_color(group, name),
                label=f"{name} (n = {values.shape[0]})")
-    low = float(np.floor(min(a.mean(axis=0).min(), b.mean(axis=0).min()) / 5.0) * 5.0)
+    low = float(np.floor(np.nanmin([np.nanmean(a, axis=0), np.nanmean(b, axis=0)]) / 5.0) * 5.0)
     ax.set_ylim(max(0.0, low - 5.0), 100.5)
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=45 if max(len(n) for n in names) > 3 else 0, ha="right"
@@ -174,7 +176,8 @@ def per_class_accuracy(group: Group, variant: str, baseline: str) -> bytes | Non
     ax.set_xlabel("class")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"Per-class accuracy: {variant} vs {baseline} ({group.dataset}; mean ± 1 std over seeds)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 if k and max(len(n) for n in names) <= 3 else -0.3),
+              ncol=2, frameon=False)
     return _png(fig)
 
 
@@ -194,7 +197,8 @@ def confusion_matrices(group: Group) -> bytes | None:
     cols = min(3, len(mats))
     rows = math.ceil(len(mats) / cols)
     size = max(4.2, 0.42 * k + 1.5)
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 1.0, size * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 1.2, size * rows + 0.6), squeeze=False,
+                             layout="constrained")
     image = None
     for ax, (variant, m) in zip(axes.flat, mats.items()):
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -217,8 +221,7 @@ def confusion_matrices(group: Group) -> bytes | None:
     for ax in list(axes.flat)[len(mats):]:
         ax.axis("off")
     fig.suptitle(f"Confusion matrices ({group.dataset}; % of each true class, summed over seeds)")
-    fig.tight_layout()
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="% of true class")
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, fraction=0.03, label="% of true class")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     plt.close(fig)
