@@ -63,6 +63,18 @@ def prepare(raw: dict | None, overrides=()) -> tuple[dict, TuneSettings]:
     return base, parse_tune_section(section, base, config_from_dict)
 
 
+# settings that change how a run executes or reports, not what it learns: ignored when comparing base configs
+RUNTIME_KEYS = (("train", "progress"), ("train", "threads"), ("train", "tensorboard"), ("train", "device"),
+                ("data", "workers"), ("data", "root"), ("data", "download"))
+
+
+def comparable(base: dict) -> dict:
+    out = copy.deepcopy(base)
+    for section, key in RUNTIME_KEYS:
+        out.get(section, {}).pop(key, None)
+    return out
+
+
 def final_config(base: dict, settings: TuneSettings, params: dict, seed: int) -> dict:
     """The best trial's config for retraining: train on train + val, evaluate on test, with `seed`."""
     cfg = settings.space.apply(base, params)
@@ -155,7 +167,8 @@ def run_tune(base: dict, settings: TuneSettings, out_dir, *, study_name: str | N
         raise CbamlabError(f"study name {study_name!r} cannot be used as a folder name")
     spec = _default_storage(storage, out_dir, workers)
     study, created = open_study(open_storage(spec), study_name, direction=settings.direction,
-                                space=settings.space.canonical(), metric=settings.metric, base_config=base)
+                                space=settings.space.canonical(), metric=settings.metric,
+                                base_config=comparable(base))
     study_dir = out_dir / study_name
     study_dir.mkdir(parents=True, exist_ok=True)
     fail_dead_trials(study)
