@@ -71,7 +71,7 @@ def resolve_augment(preset: str = "auto", dataset: str | None = None, **override
         if value is None:
             continue
         if name not in known:
-            raise unknown("augmentation", name, known)
+            raise ConfigError(str(unknown("augmentation", name, known)))
         values[name] = _coerce(name, known[name], value)
     if values.get("erasing", 0.0) > 1:
         raise ConfigError(f"augmentation 'erasing' is a probability in [0, 1], got {values['erasing']}")
