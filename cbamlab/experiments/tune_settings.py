@@ -79,13 +79,33 @@ def _named(section: str, spec, table: dict[str, Callable], default: str) -> dict
     spec = dict(spec)
     name = str(spec.pop("name", default))
     if name not in table:
-        raise unknown(f"tune.{section}", name, table)
-    params = list(inspect.signature(table[name]).parameters)[1:]
-    for k in spec:
+        raise ConfigError(str(unknown(f"tune.{section}", name, table)))
+    params = dict(list(inspect.signature(table[name]).parameters.items())[1:])
+    for k, v in spec.items():
         if k not in params:
             raise ConfigError(f"tune.{section}: unknown option '{k}' for {name}{suggest(k, params)}; "
                               f"known: {', '.join(params) or 'none'}")
+        spec[k] = _option(f"tune.{section}.{k}", v, params[k].default)
     return {"name": name, **spec}
+
+
+_MIN = {"reduction_factor": 2, "min_resource": 1, "interval_steps": 1, "n_min_trials": 1, "n_ei_candidates": 1}
+
+
+def _option(key: str, value, default):
+    """An option value of the default's type (bool, int, or number), not below the option's minimum."""
+    name = key.rsplit(".", 1)[1]
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    integer = isinstance(default, int)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and value != int(value)):
+        raise ConfigError(f"{key}: expected {'an integer' if integer else 'a number'}, got {value!r}")
+    low = _MIN.get(name, 0)
+    if value < low:
+        raise ConfigError(f"{key}: must be >= {low}, got {value}")
+    return int(value) if integer else float(value)
 
 
 def build(section: str, spec: dict, table: dict[str, Callable], first_arg) -> Any:
@@ -141,7 +161,7 @@ def parse_tune_section(section: dict | None, base: dict, validate=None) -> TuneS
             raise ConfigError(f"unknown key 'tune.{k}'{suggest(k, _KEYS)}; known: {', '.join(sorted(_KEYS))}")
     metric = section.get("metric", "val_top1")
     if metric not in METRICS:
-        raise unknown("tune.metric", metric, METRICS)
+        raise ConfigError(str(unknown("tune.metric", metric, METRICS)))
     direction = section.get("direction")
     if direction is not None and direction != METRICS[metric]:
         raise ConfigError(f"tune.direction: {metric} is {METRICS[metric]}d, not {direction}d")
