@@ -29,7 +29,7 @@ DEFAULT_VARIANTS = ("resnet20", "resnet20_se", "resnet20_cbam")
 DEFAULT_SEEDS = (0, 1, 2)
 # The zero-set-up default (`cbamlab compare`, `make demo`): the quick digits recipe, cut to a number of epochs
 # that trains all 9 runs in a few minutes on 2 CPU cores. configs/compare_digits.yaml holds the same.
-DEFAULT_RECIPE = {"data": {"name": "digits"}, "train": {"epochs": 6}}
+DEFAULT_RECIPE = {"data": {"name": "digits"}, "train": {"epochs": 5}}
 # Keys that do not change what a run computes: a finished run that differs only in these is still reused.
 HARMLESS_KEYS = {"train.progress", "train.tensorboard", "train.threads", "data.workers"}
 _COMPARE_KEYS = ("variants", "seeds", "datasets")
@@ -203,8 +203,9 @@ def run_compare(base_cfg, variants, seeds, out_dir, datasets=None, *, report: bo
             log.info("%s: finished earlier, reused", tag)
             result.reused.append(r.path)
             continue
-        log.info("%s: %s", tag, "resuming" if (r.path / "config.yaml").is_file() else "training")
-        summary = engine.fit(r.cfg, r.path, resume=True)
+        started = (r.path / "config.yaml").is_file()
+        log.info("%s: %s", tag, "resuming" if started else "training")
+        summary = engine.fit(r.cfg, r.path, resume=started)
         result.trained.append(r.path)
         top1 = summary.get("top1") if isinstance(summary, dict) else None
         log.info("%s: top-1 %s (%.0f s so far)", tag, "n/a" if top1 is None else f"{100 * top1:.2f} %",
