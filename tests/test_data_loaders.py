@@ -84,3 +84,20 @@ def test_digits_loaders_end_to_end_and_device_placement():
     assert x.device.type == "cpu" and x.shape == (128, 1, 8, 8) and 0 <= int(y.min()) <= int(y.max()) <= 9
     assert L.val.num_samples == len(b.val) and L.test.num_samples == 359
     assert isinstance(L.train, MemoryLoader)
+
+
+def test_batches_are_built_on_one_thread_and_threads_are_restored():
+    b = bundle()
+    loader = make_loaders(b, 64, augment=SPEC, device="cpu", seed=0).train
+    before = torch.get_num_threads()
+    seen = []
+    original = loader._batch
+
+    def spy(idx, gen):
+        seen.append(torch.get_num_threads())
+        return original(idx, gen)
+
+    loader._batch = spy
+    for _ in loader:
+        assert torch.get_num_threads() == before
+    assert seen == [1] * len(loader)

@@ -53,18 +53,21 @@ def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Ten
 
 
 def _shift(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
-    """Shift each image by integer (dy, dx) pixels, filling with zeros: (B, C, H, W) -> same shape."""
+    """Shift each image by integer (dy, dx) pixels, filling with zeros: (B, C, H, W) -> same shape.
+
+    One flat `take` from the zero-padded batch: each output pixel reads padded pixel (i - dy + p, j - dx + p).
+    """
     p = int(max(dy.abs().max(), dx.abs().max()))
     if p == 0:
         return x
     b, c, h, w = x.shape
+    hp, wp = h + 2 * p, w + 2 * p
     xp = F.pad(x, (p, p, p, p))  # (B, C, H + 2p, W + 2p)
-    ar_h = torch.arange(h, device=x.device)
-    ar_w = torch.arange(w, device=x.device)
-    rows = (p - dy.to(x.device))[:, None] + ar_h  # output row i reads padded row i - dy + p
-    cols = (p - dx.to(x.device))[:, None] + ar_w
-    xp = xp.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * p))
-    return xp.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+    dev = x.device
+    start = torch.arange(b, device=dev) * (c * hp * wp) + ((p - dy) * wp + (p - dx)).to(dev)  # (B,)
+    offset = (torch.arange(c, device=dev)[:, None, None] * (hp * wp) + torch.arange(h, device=dev)[None, :, None] * wp
+              + torch.arange(w, device=dev)[None, None, :]).reshape(-1)  # (C * H * W,)
+    return torch.take(xp, start[:, None] + offset[None, :]).view(b, c, h, w)
 
 
 def _affine(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator) -> torch.Tensor:
