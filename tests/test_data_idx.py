@@ -145,3 +145,21 @@ def test_fashion_mnist_debian_files_equal_torchvision_reading(tmp_path):
         assert torch.equal(split.labels, tv_labels.long())
     assert torch.bincount(b.train.labels).tolist() == [6000] * 10
     assert abs(b.info.mean[0] - 0.2860) < 1e-3 and abs(b.info.std[0] - 0.3530) < 1e-3
+
+
+def test_download_goes_through_torchvision_then_reads_its_layout(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    calls = []
+
+    class FakeMNIST:  # stands in for the network: writes what torchvision's download leaves behind
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            write_mnist(Path(root) / "MNIST" / "raw", n_train=12, n_test=4)
+
+    monkeypatch.setattr(tvd, "MNIST", FakeMNIST)
+    with pytest.raises(DataError, match="not found"):
+        load_dataset("mnist", tmp_path / "dl")
+    b = load_dataset("mnist", tmp_path / "dl", download=True)
+    assert calls[0] == (str(tmp_path / "dl"), True, True)
+    assert (len(b.train), len(b.test)) == (12, 4) and b.info.source == str(tmp_path / "dl" / "MNIST" / "raw")

@@ -1,4 +1,5 @@
 """The in-memory loaders: batches, normalisation, (seed, epoch) reproducibility, eval without augmentation."""
+import pytest
 import torch
 
 from cbamlab.data import AugmentSpec, DataBundle, MemoryLoader, load_dataset, make_loaders, make_synthetic
@@ -101,3 +102,14 @@ def test_batches_are_built_on_one_thread_and_threads_are_restored():
     for _ in loader:
         assert torch.get_num_threads() == before
     assert seen == [1] * len(loader)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_batches_equal_cpu_batches():
+    b = bundle()
+    spec = AugmentSpec(crop_padding=2, hflip=True, vflip=True, translate=1, erasing=0.5)  # exact ops only
+    cpu = batches(make_loaders(b, 64, augment=spec, device="cpu", seed=4).train, 1)
+    gpu = batches(make_loaders(b, 64, augment=spec, device="cuda", seed=4).train, 1)
+    for (xc, yc), (xg, yg) in zip(cpu, gpu):
+        assert xg.device.type == "cuda" and torch.equal(yc, yg.cpu())
+        assert torch.allclose(xc, xg.cpu(), atol=1e-5)
