@@ -184,3 +184,16 @@ def test_missing_top1_is_an_error(tmp_path):
     (run / "summary.json").write_text(json.dumps(s))
     with pytest.raises(CbamlabError, match="no top1"):
         write_report(tmp_path)
+
+
+def test_per_seed_table_shows_the_pairs(tmp_path):
+    write_comparison(tmp_path)
+    make_run(tmp_path, "resnet20_cbam", 3, top1=0.92, epochs=4)  # a seed the baseline lacks
+    (group,) = group_runs(find_runs(tmp_path))
+    header, body = tables.per_seed(group)
+    assert header == ["variant", "seed 0", "seed 1", "seed 2", "seed 3"]
+    assert body[0] == ["resnet20"] + [f"{100 * x:.2f}" for x in BASE] + ["-"]
+    assert body[2] == ["resnet20_cbam"] + [f"{100 * x:.2f}" for x in CBAM] + ["92.00"]
+    cbam = tables.rows(group)[2]
+    assert cbam.n == 4 and cbam.delta_top1.n == 3  # paired on the three common seeds only
+    assert cbam.cells()[4].endswith("vs resnet20 (n = 3)")

@@ -138,3 +138,31 @@ def html(table: list[Row]) -> str:
     body = "".join("<tr>" + "".join(f"<td>{_html.escape(c)}</td>" for c in row.cells()) + "</tr>\n"
                    for row in table)
     return f'<table class="results">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>'
+
+
+def per_seed(group: Group) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of test top-1 % per variant and seed: the pairs behind every difference."""
+    seeds = sorted({s for v in group.variants for s in group.seeds(v)})
+    header = ["variant"] + [f"seed {s}" for s in seeds]
+    body = []
+    for v in group.variants:
+        cells = [v]
+        for s in seeds:
+            run = group.runs[v].get(s)
+            top1 = run.summary.get("top1") if run else None
+            cells.append("-" if top1 is None else f"{100 * float(top1):.2f}")
+        body.append(cells)
+    return header, body
+
+
+def per_seed_markdown(group: Group) -> str:
+    header, body = per_seed(group)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+
+
+def per_seed_html(group: Group) -> str:
+    header, body = per_seed(group)
+    head = "".join(f"<th>{_html.escape(c)}</th>" for c in header)
+    rows_html = "".join("<tr>" + "".join(f"<td>{_html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+    return f'<table class="results"><thead><tr>{head}</tr></thead><tbody>{rows_html}</tbody></table>'

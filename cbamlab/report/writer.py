@@ -124,6 +124,7 @@ def _markdown(sections: list[Section], unfinished: list[Run], source: str, stamp
         out += [f"> {n}" for n in s.notes] + ([""] if s.notes else [])
         out += [tables.markdown(s.rows), ""]
         out += [f"- {line}" for line in s.sentences] + ([""] if s.sentences else [])
+        out += ["Test top-1 % per seed (the pairs behind each difference):", "", tables.per_seed_markdown(s.group), ""]
         for f in s.figures:
             out += [f"![{f.caption}](figures/{f.name})", "", f"*{f.caption}*", ""]
         out += ["<details><summary>Full recipe</summary>", "", "```yaml",
@@ -134,7 +135,7 @@ def _markdown(sections: list[Section], unfinished: list[Run], source: str, stamp
 
 
 _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}table.results{border-collapse:collapse;font-size:0.9em;margin:1em 0}
+padding:0 1em;color:#222;line-height:1.45}table.results{border-collapse:collapse;font-size:0.82em;margin:1em 0}
 table.results th,table.results td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}
 table.results th{background:#f0f0f0}table.results td:first-child{text-align:left;font-weight:600}
 figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:0.9em}
@@ -159,6 +160,8 @@ def _html_doc(sections: list[Section], unfinished: list[Run], source: str, stamp
         out.append(f'<div class="scroll">{tables.html(s.rows)}</div>')
         if s.sentences:
             out.append("<ul>" + "".join(f"<li>{e(line)}</li>" for line in s.sentences) + "</ul>")
+        out.append("<p>Test top-1 % per seed (the pairs behind each difference):</p>")
+        out.append(f'<div class="scroll">{tables.per_seed_html(s.group)}</div>')
         for f in s.figures:
             data = base64.b64encode(f.png).decode("ascii")
             out.append(f'<figure><img alt="{e(f.caption)}" src="data:image/png;base64,{data}">'
