@@ -32,8 +32,10 @@ from .tune_worker import WorkerJob, run_worker, run_workers, target_reached, tra
 log = logging.getLogger(__name__)
 
 DEFAULT_STUDY = "digits-quick"
-DEFAULT_TUNE = {"space": DEFAULT_SPACE, "trials": 6, "n_seeds": 3}
-# the quick digits preset, short enough that a 6-trial study takes a few minutes on a laptop CPU
+DEFAULT_TUNE = {"study": DEFAULT_STUDY, "metric": "val_top1", "space": DEFAULT_SPACE,
+                "sampler": {"name": "tpe", "n_startup_trials": 5},
+                "pruner": {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 1}, "trials": 6, "n_seeds": 3}
+# the quick digits preset (= configs/tune_digits.yaml), short enough that a 6-trial study takes a few minutes on a laptop CPU
 DEFAULT_BASE = {"model": {"name": "resnet20_cbam"}, "data": {"name": "digits", "val_fraction": 0.15},
                 "train": {"epochs": 4, "batch_size": 64}, "optim": {"lr": 0.05}}
 
@@ -84,9 +86,9 @@ def final_config(base: dict, settings: TuneSettings, params: dict, seed: int) ->
     return cfg
 
 
-def _search(job_args: dict, workers: int, remaining: int) -> int:
+def _search(job_args: dict, workers: int, remaining: int, storage) -> int:
     if workers <= 1:
-        return run_worker(WorkerJob(**job_args, quota=remaining))
+        return run_worker(WorkerJob(**job_args, quota=remaining), storage)
     from ..engine.runtime import available_cores
 
     k = min(workers, remaining)
@@ -166,7 +168,8 @@ def run_tune(base: dict, settings: TuneSettings, out_dir, *, study_name: str | N
     if any(ch in study_name for ch in "/\\") or study_name in ("", ".", ".."):
         raise CbamlabError(f"study name {study_name!r} cannot be used as a folder name")
     spec = _default_storage(storage, out_dir, workers)
-    study, created = open_study(open_storage(spec), study_name, direction=settings.direction,
+    opened = open_storage(spec)
+    study, created = open_study(opened, study_name, direction=settings.direction,
                                 space=settings.space.canonical(), metric=settings.metric,
                                 base_config=comparable(base))
     study_dir = out_dir / study_name
@@ -183,8 +186,8 @@ def run_tune(base: dict, settings: TuneSettings, out_dir, *, study_name: str | N
         job_args = dict(storage=spec, study_name=study_name, settings=settings, base=base, study_dir=study_dir,
                         trials=trials, deadline=None if timeout is None else t0 + timeout, target=target,
                         objective=objective, log_level=logging.getLogger().getEffectiveLevel())
-        ran = _search(job_args, workers, remaining)
-    study = optuna.load_study(study_name=study_name, storage=open_storage(spec, heartbeat=False))
+        ran = _search(job_args, workers, remaining, opened)
+    study = optuna.load_study(study_name=study_name, storage=opened)
     reached = target_reached(study, target)
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     record = {

@@ -97,11 +97,12 @@ def open_storage(spec: StorageSpec, heartbeat: bool = True) -> optuna.storages.B
             raise StorageError(f"cannot open storage {spec.display()}: {_first_line(e)}") from None
     kwargs: dict = {}
     if spec.url.startswith("sqlite:///"):
-        Path(spec.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         kwargs = {"connect_args": {"timeout": 60}}  # several processes may wait on the file lock
     elif spec.url.startswith("postgresql"):
         kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
     try:
+        if spec.url.startswith("sqlite:///"):
+            Path(spec.url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
@@ -133,13 +134,17 @@ def open_study(storage, study_name: str, *, direction: str, space: dict, metric:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            study = optuna.create_study(storage=storage, study_name=study_name, direction=direction,
-                                        sampler=sampler, pruner=pruner)
-            created = True
-        except optuna.exceptions.DuplicatedStudyError:
+        try:  # look first: a failed create would already append to a journal file
             study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
             created = False
+        except KeyError:
+            try:
+                study = optuna.create_study(storage=storage, study_name=study_name, direction=direction,
+                                            sampler=sampler, pruner=pruner)
+                created = True
+            except optuna.exceptions.DuplicatedStudyError:  # another process created it just now
+                study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
+                created = False
     if not created:
         attrs = study.user_attrs
         if SPACE_ATTR not in attrs and study.trials:

@@ -126,10 +126,11 @@ def _log_result(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         log.info("trial %d pruned after epoch %s", trial.number, trial.last_step)
 
 
-def run_worker(job: WorkerJob) -> int:
+def run_worker(job: WorkerJob, storage=None) -> int:
     """Run trials until the study is full, the deadline passes, the target is met or the quota is used.
-    Returns the number of trials this worker ran. A `CbamlabError` other than a bad trial config stops it."""
-    storage = open_storage(job.storage)
+    Returns the number of trials this worker ran. A `CbamlabError` other than a bad trial config stops it.
+    `storage`: an already opened storage for `job.storage` (in-process), else it is opened here."""
+    storage = storage if storage is not None else open_storage(job.storage)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         probe = optuna.load_study(study_name=job.study_name, storage=storage)
