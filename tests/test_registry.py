@@ -8,6 +8,16 @@ import cbamlab
 from cbamlab.errors import CbamlabError
 from cbamlab.models import model_info
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # small models on a shared CPU: one intra-op thread avoids oversubscription stalls (restored after)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 ALL = cbamlab.list_models()
 
 

@@ -8,6 +8,16 @@ from cbamlab.models import count_params
 from cbamlab.models.attention import SpatialGate
 from cbamlab.models.resnet import BasicBlock, PadShortcut
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # small models on a shared CPU: one intra-op thread avoids oversubscription stalls (restored after)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # torchvision's model cards for the plain nets; resnet50_cbam is the CBAM paper's 28.09M (Table 4)
 PUBLISHED = {
     "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032, "resnet101": 44_549_160,

@@ -13,6 +13,15 @@ from cbamlab.models import count_macs, count_params, stage_table
 from cbamlab.models.profile import parse_input_size
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # small models on a shared CPU: one intra-op thread avoids oversubscription stalls (restored after)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def macs50():
     return count_macs(cbamlab.create_model("resnet50"))

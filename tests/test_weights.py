@@ -11,6 +11,15 @@ from cbamlab.models import load_backbone
 from cbamlab.models.weights import adapt_input_conv
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # small models on a shared CPU: one intra-op thread avoids oversubscription stalls (restored after)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tv18():
     torch.manual_seed(0)
