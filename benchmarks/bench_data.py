@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--batches", type=int, default=100, help="timed batches per repeat for the pipelines")
-    p.add_argument("--steps", type=int, default=8, help="timed resnet20 training steps per repeat")
+    p.add_argument("--steps", type=int, default=5, help="timed resnet20 training steps per repeat")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for torchvision")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_data.md"))
