@@ -42,3 +42,26 @@ def test_subprocess_missing_imagefolder(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip() == f"error: no such folder: {tmp_path / 'train'}"
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_refused_pickle_from_the_cli(capsys, tmp_path):
+    import pickle
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "data_batch_1").write_bytes(b"")
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": _Evil(tmp_path / "ran")}))
+    assert main(["datasets", "cifar10", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "refused to import" in err and err.count("\n") == 1
+    assert not (tmp_path / "ran").exists()
