@@ -1,6 +1,4 @@
 """Every registered model builds, runs forward and backward at small size, and every parameter gets a gradient."""
-import math
-
 import pytest
 import torch
 
@@ -98,6 +96,8 @@ def test_attention_options_apply_where_they_exist():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(num_classes=0), "num_classes"),
     (dict(in_chans=0), "in_chans"),
+    (dict(num_classes=2.5), "num_classes"),
+    (dict(in_chans=True), "in_chans"),
     (dict(shortcut="C"), "shortcut"),
     (dict(kernel_size=4), "kernel size"),
     (dict(reduction=0), "reduction"),
@@ -119,4 +119,14 @@ def test_bad_attention_option_rejected_even_for_plain_model():
 def test_model_carries_its_name():
     model = cbamlab.create_model("resnet32_se", num_classes=10)
     assert model.model_name == "resnet32_se" and model.model_info.base == "resnet32"
-    assert math.isclose(len(model.layer1), 5)
+    assert len(model.layer1) == 5
+
+
+def test_numpy_integers_and_keep_map_pass_through():
+    import numpy as np
+
+    model = cbamlab.create_model("resnet20_cbam", num_classes=np.int64(7), in_chans=np.int32(1), keep_map=True)
+    assert model.num_classes == 7 and model.in_chans == 1
+    model.eval()(torch.randn(1, 1, 16, 16))
+    assert model.layer3[-1].attn.spatial.last_map.shape == (1, 1, 4, 4)
+    assert model.layer1[0].attn.channel.last_map.shape == (1, 16, 1, 1)

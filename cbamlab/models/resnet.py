@@ -14,6 +14,7 @@ Three families share one `ResNet` class:
 """
 from __future__ import annotations
 
+import operator
 from typing import Callable, Sequence
 
 import torch
@@ -36,6 +37,17 @@ def conv3x3(inplanes: int, planes: int, stride: int = 1) -> nn.Conv2d:
 
 def conv1x1(inplanes: int, planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False)
+
+
+def _positive_int(value, what: str) -> int:
+    """`value` as an int (numpy integers too), or an error naming `what`; bools and floats are refused."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or isinstance(value, bool) or number < 1:
+        raise CbamlabError(f"{what} must be a positive integer, got {value!r}")
+    return number
 
 
 class PadShortcut(nn.Module):
@@ -120,10 +132,8 @@ class ResNet(nn.Module):
                  widths: Sequence[int] = (64, 128, 256, 512), *, num_classes: int = 1000, in_chans: int = 3,
                  stem: str = "imagenet", shortcut: str = "B", attn_layer: AttnFactory | None = None):
         super().__init__()
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise CbamlabError(f"num_classes must be a positive integer, got {num_classes!r}")
-        if not isinstance(in_chans, int) or isinstance(in_chans, bool) or in_chans < 1:
-            raise CbamlabError(f"in_chans must be a positive integer, got {in_chans!r}")
+        num_classes = _positive_int(num_classes, "num_classes")
+        in_chans = _positive_int(in_chans, "in_chans")
         shortcut = str(shortcut).upper()
         if shortcut not in SHORTCUTS:
             raise CbamlabError(f"unknown shortcut option '{shortcut}'; known: A (zero-padding identity), "
