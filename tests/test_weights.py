@@ -76,6 +76,15 @@ def test_from_files_safetensors_torch_and_checkpoint_dict(tv18, tmp_path):
     assert torch.equal(model.conv1.weight, tv18["conv1.weight"])
 
 
+def test_weights_without_bn_step_counters_load(tv18):
+    old_style = {k: v for k, v in tv18.items() if not k.endswith("num_batches_tracked")}
+    assert len(old_style) < len(tv18)
+    model = cbamlab.create_model("resnet18_cbam")
+    report = load_backbone(model, old_style)
+    assert {k for k in report.missing if ".attn." not in k} == set(tv18) - set(old_style)
+    assert torch.equal(model.bn1.running_var, tv18["bn1.running_var"])
+
+
 def test_new_class_count_skips_the_classifier(tv18):
     model = cbamlab.create_model("resnet18_cbam", num_classes=10)
     fc = model.fc.weight.clone()

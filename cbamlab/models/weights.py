@@ -154,7 +154,8 @@ def load_backbone(model: nn.Module, source, *, progress: bool = False) -> LoadRe
     for key in own:
         if key not in to_load:
             report.missing.append(key)
-            if not is_attention_key(key) and key not in report.skipped:
+            # weights saved before PyTorch 0.4.1 (torchvision's V1 files) have no BN step counters
+            if not is_attention_key(key) and key not in report.skipped and not key.endswith("num_batches_tracked"):
                 problems.append(f"missing key {key}")
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
