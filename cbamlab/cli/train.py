@@ -47,8 +47,14 @@ def run(args) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not args.out:
+        raise ConfigError("under torchrun pass --out RUN_DIR (every rank must name the same folder)")
     out = Path(args.out) if args.out else _default_out(cfg)
     s = fit(cfg, out, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":
+        return 0
     print(f"{s['model']} on {s['dataset']}: {s['split']} top-1 {100 * s['top1']:.2f} %  top-5 {100 * s['top5']:.2f} %"
           f"  ({s['epochs']} epochs, {s['wall_time_s']:.1f} s, {s['train_images_per_s']:.0f} img/s)  run: {out}")
     return 0

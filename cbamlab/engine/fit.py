@@ -18,7 +18,7 @@ import torch
 from .. import _io
 from ..errors import CheckpointError
 from . import checkpoint as ckpt
-from . import rundir
+from . import distributed, rundir
 from .build import build_model, check_fits
 from .config import Config, validate
 from .loop import evaluate, train_one_epoch
@@ -95,20 +95,30 @@ def fit(cfg: Config, out_dir, *, resume: bool = False, on_epoch: Callable[[int, 
     """Train `cfg` into `out_dir` and return the summary (also written to summary.json)."""
     validate(cfg)
     out = Path(out_dir)
-    mode = rundir.prepare(out, cfg, resume)
+    dist = distributed.init_from_env()  # under torchrun: one process per rank
+    try:
+        return _fit(cfg, out, resume, on_epoch, dist)
+    finally:
+        distributed.close(dist)
+
+
+def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
+    main = dist is None or dist.main
+    mode = distributed.broadcast(rundir.prepare(out, cfg, resume) if main else None, dist)
     if mode == "complete":
         log.info("%s is already complete; nothing to resume", out)
         return rundir.read_summary(out)
     set_threads(cfg.train.threads)
-    device = select_device(cfg.train.device)
+    device = dist.device if dist is not None else select_device(cfg.train.device)
     seed_everything(cfg.seed, cfg.train.deterministic)
     info, loaders = _load_data(cfg, device)
     check_fits(cfg.model, info.num_classes, info.in_chans, info.name)
+    train_loader = loaders.train if dist is None else distributed.ShardedLoader(loaders.train, dist.rank, dist.world)
     model = build_model(cfg.model, info.num_classes, info.in_chans, seed=cfg.seed).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optim)
-    lr_at = build_schedule(cfg.schedule, cfg.optim.lr, len(loaders.train), cfg.train.epochs)
+    lr_at = build_schedule(cfg.schedule, cfg.optim.lr, len(train_loader), cfg.train.epochs)
     scaler = torch.amp.GradScaler("cuda") if cfg.train.amp == "fp16" and device.type == "cuda" else None
 
     state = {"epoch": 0, "step": 0, "history": [], "best": {"epoch": 0, "metric": None, "value": -1.0},
@@ -121,23 +131,28 @@ def fit(cfg: Config, out_dir, *, resume: bool = False, on_epoch: Callable[[int, 
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
-        _repair(out, state)
+        if main:
+            _repair(out, state)
         log.info("resuming %s after epoch %d of %d", out, state["epoch"], cfg.train.epochs)
-    else:
+    elif main:
         out.mkdir(parents=True, exist_ok=True)
         rundir.write_config(out, cfg)
-    _io.write_json(out / rundir.ENV, env_info(device))
+    if main:
+        _io.write_json(out / rundir.ENV, {**env_info(device), "world_size": dist.world if dist else 1})
 
     net = torch.compile(model) if cfg.train.compile else model
+    if dist is not None:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dist.local_rank] if device.type == "cuda"
+                                                        else None)
     eval_split = "test" if loaders.test is not None else "val"
     best_key = "val_top1" if loaders.val is not None else "test_top1"
-    tb = _tensorboard(out) if cfg.train.tensorboard else None
+    tb = _tensorboard(out) if cfg.train.tensorboard and main else None
     common = dict(device=device, amp=cfg.train.amp, channels_last=cfg.train.channels_last)
     final = None
     for epoch in range(state["epoch"] + 1, cfg.train.epochs + 1):
         t0 = time.perf_counter()
-        loaders.train.set_epoch(epoch)
-        train, step = train_one_epoch(net, loaders.train, optimizer, lr_at=lr_at, step=state["step"],
+        train_loader.set_epoch(epoch)
+        train, step = train_one_epoch(net, train_loader, optimizer, lr_at=lr_at, step=state["step"],
                                       label_smoothing=cfg.train.label_smoothing, scaler=scaler,
                                       grad_clip=cfg.train.grad_clip, progress=cfg.train.progress,
                                       desc=f"epoch {epoch}/{cfg.train.epochs}", **common)
@@ -147,8 +162,10 @@ def fit(cfg: Config, out_dir, *, resume: bool = False, on_epoch: Callable[[int, 
             loader = getattr(loaders, split)
             if loader is not None:
                 n_cls = info.num_classes if last and split == eval_split else None
-                evals[split] = evaluate(net, loader, num_classes=n_cls, **common)
+                evals[split] = evaluate(model, loader, num_classes=n_cls, **common)
         final = evals.get(eval_split)
+        if dist is not None:
+            train["images_per_s"] *= dist.world  # every rank trains an equal shard at the same time
         row = _row(epoch, train, evals.get("val"), evals.get("test"))
         is_best = row[best_key] > state["best"]["value"]
         if is_best:
@@ -158,6 +175,8 @@ def fit(cfg: Config, out_dir, *, resume: bool = False, on_epoch: Callable[[int, 
                      model=ckpt._plain_state(model), optimizer=optimizer.state_dict(), rng=ckpt.rng_state(),
                      scaler=scaler.state_dict() if scaler is not None else None,
                      wall_time_s=state["wall_time_s"] + time.perf_counter() - t0)
+        if not main:
+            continue
         _save_checkpoint(out, model, state, is_best)
         rundir.write_metrics(out, state["history"])
         if tb is not None:
@@ -172,9 +191,11 @@ def fit(cfg: Config, out_dir, *, resume: bool = False, on_epoch: Callable[[int, 
         if on_epoch is not None:
             on_epoch(epoch, row)
     if final is None or "confusion_matrix" not in final:  # resumed after the last epoch's checkpoint
-        final = evaluate(net, getattr(loaders, eval_split), num_classes=info.num_classes, **common)
-    summary = _summary(cfg, info, model, device, state, final, eval_split)
-    _io.write_json(out / rundir.SUMMARY, summary)
+        final = evaluate(model, getattr(loaders, eval_split), num_classes=info.num_classes, **common)
+    summary = _summary(cfg, info, model, device, state, final, eval_split) if main else None
+    if main:
+        _io.write_json(out / rundir.SUMMARY, summary)
+    summary = distributed.broadcast(summary, dist)
     if tb is not None:
         tb.close()
     return summary
