@@ -1,0 +1,81 @@
+"""train_one_epoch / evaluate on a toy problem: learning, lr per step, bf16 autocast, channels_last, clipping."""
+import pytest
+import torch
+from torch import nn
+
+from cbamlab.engine.loop import DivergedError, evaluate, train_one_epoch
+
+CPU = torch.device("cpu")
+
+
+class _Batches(list):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids waiting on a busy second core."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _data(n_batches=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    batches = _Batches()
+    for _ in range(n_batches):
+        y = torch.randint(0, 3, (16,), generator=g)
+        x = torch.randn(16, 2, 4, 4, generator=g) * 0.3 + y.view(-1, 1, 1, 1).float()  # (B, C, H, W)
+        batches.append((x, y))
+    return batches
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 3))
+
+
+@pytest.mark.parametrize("opts", [{}, {"amp": "bf16"}, {"channels_last": True}, {"grad_clip": 0.5},
+                                  {"label_smoothing": 0.1}])
+def test_training_learns_and_sets_the_lr_every_step(opts):
+    net, data = _net(), _data()
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    seen = []
+
+    def lr_at(step):
+        seen.append(step)
+        return 0.2
+
+    before = evaluate(net, data, device=CPU)
+    step = 5
+    for _ in range(6):
+        stats, step = train_one_epoch(net, data, opt, lr_at=lr_at, step=step, device=CPU, **opts)
+    after = evaluate(net, data, device=CPU, num_classes=3)
+    assert step == 5 + 6 * len(data) and seen[-1] == step - 1
+    assert stats["n"] == 16 * len(data) and stats["lr"] == 0.2 and stats["images_per_s"] > 0
+    assert after["loss"] < before["loss"] and after["top1"] > 0.9
+    assert sum(map(sum, after["confusion_matrix"])) == 16 * len(data)
+
+
+def test_evaluate_matches_a_direct_computation():
+    net, data = _net(), _data(3)
+    r = evaluate(net, data, device=CPU)
+    x = torch.cat([b[0] for b in data])
+    y = torch.cat([b[1] for b in data])
+    net.eval()
+    with torch.no_grad():
+        logits = net(x)
+    assert r["top1"] == pytest.approx((logits.argmax(1) == y).float().mean().item())
+    assert r["loss"] == pytest.approx(nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert r["top5"] == 1.0  # 3 classes: always within the top 5
+
+
+def test_nan_loss_raises_before_the_step():
+    net, data = _net(), _data(2)
+    data[1] = (data[1][0] * float("nan"), data[1][1])
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(DivergedError, match="nan at step 1"):
+        train_one_epoch(net, data, opt, lr_at=lambda s: 0.1, step=0, device=CPU)
+    assert all(torch.isfinite(p).all() for p in net.parameters())
