@@ -12,10 +12,6 @@ from cbamlab.engine import checkpoint as ckpt
 from cbamlab.errors import CheckpointError
 
 
-def _net(width=4):
-    return nn.Sequential(nn.Conv2d(1, width, 3), nn.BatchNorm2d(width), nn.Flatten(), nn.LazyLinear(3))
-
-
 def _small():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
@@ -106,7 +102,8 @@ def test_state_loads_weights_only_and_restores_rng(tmp_path):
     assert torch.equal(expect[0], again[0]) and expect[1:] == again[1:]
     opt2 = torch.optim.SGD(_small().parameters(), lr=0.1, momentum=0.9)
     opt2.load_state_dict(loaded["optimizer"])
-    assert torch.equal(opt2.state_dict()["state"][0]["momentum_buffer"], opt.state_dict()["state"][0]["momentum_buffer"])
+    buf = opt.state_dict()["state"][0]["momentum_buffer"]
+    assert torch.equal(opt2.state_dict()["state"][0]["momentum_buffer"], buf)
 
 
 def test_state_without_epoch_is_not_a_cbamlab_state(tmp_path):

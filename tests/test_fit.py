@@ -13,7 +13,6 @@ import torch
 
 from cbamlab.engine import checkpoint as ckpt
 from cbamlab.engine import fit, load_config
-from cbamlab.engine import fit as _fit_fn  # noqa: F401  (the function; the module is below)
 from cbamlab.engine.build import build_model
 from cbamlab.engine.config import diff_configs
 from cbamlab.engine.loop import DivergedError
@@ -179,7 +178,8 @@ def _same_run(a: Path, b: Path) -> None:
         [{k: v for k, v in r.items() if k not in timing} for r in rb]
 
 
-KILL_CFG = ["train.epochs=3", "train.batch_size=128", "model.name=resnet20_cbam", "schedule.name=multistep", "train.threads=1",
+KILL_CFG = ["train.epochs=3", "train.batch_size=128", "model.name=resnet20_cbam", "schedule.name=multistep",
+            "train.threads=1",
             "schedule.milestones=[2]", "data.val_fraction=0.1"]
 
 

@@ -169,8 +169,9 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
         row = _row(epoch, train, evals.get("val"), evals.get("test"))
         is_best = row[best_key] > state["best"]["value"]
         if is_best:
+            tops = ("val_top1", "val_top5", "test_top1", "test_top5")
             state["best"] = {"epoch": epoch, "metric": best_key, "value": row[best_key],
-                             **{k: row[k] for k in ("val_top1", "val_top5", "test_top1", "test_top5") if row[k] is not None}}
+                             **{k: row[k] for k in tops if row[k] is not None}}
         state.update(epoch=epoch, step=step, history=state["history"] + [row], model_name=cfg.model.name,
                      model=ckpt._plain_state(model), optimizer=optimizer.state_dict(), rng=ckpt.rng_state(),
                      scaler=scaler.state_dict() if scaler is not None else None,
