@@ -76,7 +76,7 @@ def test_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
     assert not marker.exists()
     # the plain-pickle form too
     raw = tmp_path / "raw.pt"
-    raw.write_bytes(pickle.dumps({"epoch": 1, "payload": evil}))
+    raw.write_bytes(pickle.dumps({"epoch": 1, "payload": evil}, protocol=2))
     with pytest.raises(CheckpointError):
         ckpt.load_state(raw)
     assert not marker.exists()
