@@ -101,3 +101,13 @@ def test_subprocess_error_exit_status(tmp_path):
                        capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "did you mean" in r.stderr
     assert r.stdout == "" and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_train_with_no_arguments_reaches_95_percent(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--quiet"]) == 0
+    s = json.loads((tmp_path / "runs" / "resnet20_cbam-digits-s0" / "summary.json").read_text())
+    assert (s["model"], s["dataset"], s["split"]) == ("resnet20_cbam", "digits", "test")
+    assert s["top1"] >= 0.95
+    assert "top-1" in capsys.readouterr().out
