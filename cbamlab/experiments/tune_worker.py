@@ -50,7 +50,7 @@ def train_objective(trial: optuna.Trial, ctx: TrialContext) -> float:
         if value is None or not math.isfinite(value):
             return
         trial.report(float(value), step=int(epoch))
-        if trial.should_prune():
+        if epoch < cfg.train.epochs and trial.should_prune():  # a finished run is a result, not a stop
             raise optuna.TrialPruned(f"epoch {epoch}: {ctx.metric} {value:.4f}")
 
     try:
