@@ -72,7 +72,7 @@ def run(args) -> int:
     from ..experiments.tune_settings import check_target
     from ..report.tune import write_tune_report
 
-    optuna.logging.set_verbosity(logging.WARNING)  # trial results are logged by cbamlab, one line each
+    optuna.logging.set_verbosity(logging.ERROR)  # cbamlab logs each trial in one line, failures included
     raw = read_yaml(args.config) if args.config else None
     overrides = list(args.overrides) + (["train.progress=false"] if args.quiet else [])
     base, settings = tune.prepare(raw, overrides)

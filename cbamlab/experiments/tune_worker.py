@@ -124,6 +124,8 @@ def _log_result(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         log.info("trial %d finished: %.4f (best %.4f, trial %d)", trial.number, trial.value, best.value, best.number)
     elif trial.state == TrialState.PRUNED:
         log.info("trial %d pruned after epoch %s", trial.number, trial.last_step)
+    elif trial.state == TrialState.FAIL:
+        log.warning("trial %d failed (its objective was not a number)", trial.number)
 
 
 def run_worker(job: WorkerJob, storage=None) -> int:
@@ -155,6 +157,9 @@ def run_worker(job: WorkerJob, storage=None) -> int:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.optimize(objective, n_trials=1, callbacks=[_log_result])
+        except KeyboardInterrupt:
+            log.warning("interrupted: the running trial is marked failed; run the same command to continue")
+            raise
         except ConfigError as e:  # this trial's combination of values is invalid; others may be fine
             log.warning("trial failed: %s", e)
         except CbamlabError:
@@ -171,7 +176,7 @@ def _on_sigterm(signum, frame):
 def worker_process(job: WorkerJob, results) -> None:
     """Entry point of a spawned worker: logs with a prefix, reports ("ok", n) or ("error", message)."""
     logging.basicConfig(level=job.log_level, format=f"[worker {job.worker_index}] %(message)s", force=True)
-    logging.getLogger("optuna").setLevel(logging.WARNING)
+    logging.getLogger("optuna").setLevel(logging.ERROR)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         results.put((job.worker_index, "ok", run_worker(job)))
