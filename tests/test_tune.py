@@ -203,6 +203,7 @@ def test_report_from_a_study(tmp_path):
     assert f"## Best trial: {best['number']} (val_top1 {best['value']:.4f})" in text
     assert "| `optim.lr` | float in [0.001, 1], log |" in text
     assert text.count("| complete |") == 10 and "Not retrained" in text
+    assert "- sampler: random; pruner: none" in text
     for png in ("history.png", "curves.png", "importance.png"):
         assert (tmp_path / "digits-quick" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"({png})" in text

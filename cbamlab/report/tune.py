@@ -139,6 +139,12 @@ def _fmt(v) -> str:
     return json.dumps(v) if not isinstance(v, str) else v
 
 
+def _named(spec: dict) -> str:
+    """{"name": "median", "n_startup_trials": 2} -> "median (n_startup_trials=2)"."""
+    options = ", ".join(f"{k}={_fmt(v)}" for k, v in spec.items() if k != "name")
+    return f"{spec['name']} ({options})" if options else spec["name"]
+
+
 def _num(v, digits: int) -> str:
     return "" if v is None else f"{v:.{digits}f}"
 
@@ -154,7 +160,7 @@ def render_markdown(record: dict, imp: dict[str, float] | None, figures: list[st
     lines = [f"# Tuning report: {record['study']}", "",
              f"- objective: {objective}; the test set is not read during the search",
              f"- storage: `{record['storage']}`",
-             f"- sampler: {_fmt(record['sampler'])}; pruner: {_fmt(record['pruner'])}",
+             f"- sampler: {_named(record['sampler'])}; pruner: {_named(record['pruner'])}",
              f"- trials: {record['trials_requested']} asked; {c}",
              ]
     if record.get("target") is not None:
