@@ -137,7 +137,7 @@ def test_interrupted_compare_trains_only_what_is_missing(tmp_path, monkeypatch):
 
     third = FakeFit()
     monkeypatch.setattr(engine, "fit", third)
-    again = compare.run_compare(cfg, variants, seeds, tmp_path)
+    again = compare.run_compare(cfg, variants, seeds, tmp_path, report=False)
     assert third.calls == [] and len(again.reused) == 6
 
 
@@ -168,11 +168,11 @@ def test_sigkill_midway_then_rerun_real_training(tmp_path):
     """The real command, killed with SIGKILL once a run has finished, then run again: finished runs are kept
     as they were, and the comparison completes."""
     out = tmp_path / "c"
-    cmd = [sys.executable, "-m", "cbamlab", "compare", "--out", str(out), "-q", "--set", "train.epochs=2",
-           "--set", "compare.seeds=2", "--set", "compare.variants=[resnet20,resnet20_cbam]"]
+    cmd = [sys.executable, "-m", "cbamlab", "compare", "--out", str(out), "-q", "--set", "train.epochs=1",
+           "--set", "compare.seeds=3", "--set", "compare.variants=[resnet20]"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    deadline = time.time() + 240
+    deadline = time.time() + 300
     first = out / "digits" / "resnet20" / "seed0" / "summary.json"
     while not first.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
@@ -180,11 +180,11 @@ def test_sigkill_midway_then_rerun_real_training(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = {p: p.stat().st_mtime_ns for p in out.glob("digits/*/seed*/summary.json")}
-    assert 1 <= len(done) < 4
-    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert 1 <= len(done) < 3
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"{4 - len(done)} runs trained, {len(done)} reused" in rerun.stdout
+    assert f"{3 - len(done)} runs trained, {len(done)} reused" in rerun.stdout
     assert all(p.stat().st_mtime_ns == m for p, m in done.items())
-    assert len(list(out.glob("digits/*/seed*/summary.json"))) == 4
+    assert len(list(out.glob("digits/*/seed*/summary.json"))) == 3
     page = (out / "report.html").read_text()
-    assert "<td>resnet20_cbam</td><td>2</td>" in page and page.count("data:image/png;base64,") >= 5
+    assert "<td>resnet20</td><td>3</td>" in page and page.count("data:image/png;base64,") >= 3

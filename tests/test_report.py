@@ -69,9 +69,10 @@ def test_report_files_md_and_self_contained_html(tmp_path):
     page = paths.html.read_text()
     # the table, the sentences and the unfinished run, in both
     assert "| variant | n | top-1 % |" in md and "| resnet20_cbam | 3 |" in md
+    assert "| Δ top-1 vs resnet20 (95 % CI) |" in md  # one baseline for all: named once, in the header
     assert "not significant at n = 3" in md and "not significant at n = 3" in page
     assert "Unfinished runs" in md and "seed7" in page
-    assert '<table class="results">' in page
+    assert '<table class="results main">' in page
     for variant in ("resnet20", "resnet20_se", "resnet20_cbam"):
         assert f"<td>{variant}</td>" in page
     # markdown links figure files that exist; HTML embeds every figure and links nothing outside

@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..experiments.results import Group, Run  # noqa: E402
@@ -66,8 +67,10 @@ def _band(ax, group: Group, variant: str, name: str, scale: float = 1.0, label_s
     color = _color(group, variant)
     ax.plot(epochs, mean, color=color, lw=2, marker="o", ms=3,
             label=f"{variant}{label_suffix} (n = {values.shape[0]})")
-    if std is not None:
-        ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+    if std is not None:  # ± 1 std, kept within the seeds' own range (a loss band never dips below zero)
+        lo = np.maximum(mean - std, np.nanmin(values, axis=0))
+        hi = np.minimum(mean + std, np.nanmax(values, axis=0))
+        ax.fill_between(epochs, lo, hi, color=color, alpha=0.2, lw=0)
     return True
 
 
@@ -78,18 +81,26 @@ def _test_or_val(group: Group, kind: str) -> str:
     return f"test_{kind}" if test.size and not np.all(np.isnan(test)) else f"val_{kind}"
 
 
-def _curves(group: Group, metrics: list[tuple[str, str]], ylabel: str, scale: float, title: str) -> bytes:
+def _curves(group: Group, metrics: list[tuple[str, str]], ylabel: str, scale: float, title: str,
+            log_if_wide: bool = False) -> bytes:
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.2 * len(metrics), 4.4), squeeze=False)
     for ax, (name, label) in zip(axes[0], metrics):
         drawn = [_band(ax, group, v, name, scale) for v in group.variants]
         ax.set_title(label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ys = np.concatenate([np.asarray(ln.get_ydata(), dtype=float) for ln in ax.get_lines()] or [np.zeros(0)])
+        ys = ys[np.isfinite(ys) & (ys > 0)]
+        if log_if_wide and ys.size and ys.max() / ys.min() > 30:  # one huge early loss would flatten the rest
+            ax.set_yscale("log")
+            label += " (log scale)"
+            ax.set_title(label)
         ax.set_ylabel(ylabel)
         if any(drawn):
             ax.legend(loc="best")
         else:
             ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
-    fig.suptitle(f"{title} ({group.dataset}; line: mean over seeds, band: ± 1 std)")
+    fig.suptitle(f"{title} ({group.dataset}; line: mean over seeds, band: ± 1 std within the seeds' range)")
     return _png(fig)
 
 
@@ -105,7 +116,7 @@ def loss_curves(group: Group) -> bytes:
     held_out = _test_or_val(group, "loss")
     split = held_out.split("_")[0]
     return _curves(group, [("train_loss", "train loss"), (held_out, f"{split} loss")],
-                   "cross-entropy loss", 1.0, "Loss per epoch")
+                   "cross-entropy loss", 1.0, "Loss per epoch", log_if_wide=True)
 
 
 def lr_schedule(group: Group) -> bytes:
@@ -129,6 +140,7 @@ def lr_schedule(group: Group) -> bytes:
         color = "black" if same else _color(group, label)
         ax.plot(epochs, lr, color=color, lw=2, ls=["-", "--", ":", "-."][i % 4], marker="o", ms=3, label=label)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("learning rate")
     ax.set_ylim(bottom=0)
     ax.set_title(f"Learning-rate schedule ({group.dataset})")
@@ -169,7 +181,7 @@ def per_class_accuracy(group: Group, variant: str, baseline: str) -> bytes | Non
         ax.bar(x + offset, np.nanmean(values, axis=0), width, yerr=err, capsize=2, color=_color(group, name),
                label=f"{name} (n = {values.shape[0]})")
     low = float(np.floor(np.nanmin([np.nanmean(a, axis=0), np.nanmean(b, axis=0)]) / 5.0) * 5.0)
-    ax.set_ylim(max(0.0, low - 5.0), 100.5)
+    ax.set_ylim(max(0.0, low - 5.0), 101.0)
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=45 if max(len(n) for n in names) > 3 else 0, ha="right"
                        if max(len(n) for n in names) > 3 else "center")

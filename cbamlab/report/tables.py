@@ -33,14 +33,15 @@ class Row:
     torch: str
     is_baseline: bool = False
 
-    def cells(self) -> list[str]:
+    def cells(self, shared_baseline: bool = False) -> list[str]:
         if self.delta_top1 is None:
             delta = "baseline" if self.is_baseline else "n/a"
             p = ""
         else:
             d = self.delta_top1
             ci = "" if math.isnan(d.ci_low) else f" [{d.ci_low * 100:+.2f}, {d.ci_high * 100:+.2f}]"
-            delta = f"{d.mean * 100:+.2f}{ci} vs {self.baseline}" + (f" (n = {d.n})" if d.n != self.n else "")
+            delta = f"{d.mean * 100:+.2f}{ci}" + ("" if shared_baseline else f" vs {self.baseline}")
+            delta += f" (n = {d.n})" if d.n != self.n else ""
             p = stats.format_p(d.p_value)
             if d.wilcoxon_p is not None:
                 p += f" (Wilcoxon {stats.format_p(d.wilcoxon_p)})"
@@ -126,18 +127,30 @@ def sentences(table: list[Row]) -> list[str]:
     return out
 
 
+def columns(table: list[Row]) -> tuple[list[str], bool]:
+    """The header, and whether every compared variant has the same baseline (then named once, in the header)."""
+    baselines = {r.baseline for r in table if r.delta_top1 is not None}
+    cols = list(COLUMNS)
+    if len(baselines) == 1:
+        cols[4] = f"Δ top-1 vs {baselines.pop()} (95 % CI)"
+        return cols, True
+    return cols, False
+
+
 def markdown(table: list[Row]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    cols, shared = columns(table)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for row in table:
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row.cells()) + " |")
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row.cells(shared)) + " |")
     return "\n".join(lines)
 
 
 def html(table: list[Row]) -> str:
-    head = "".join(f"<th>{_html.escape(c)}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{_html.escape(c)}</td>" for c in row.cells()) + "</tr>\n"
+    cols, shared = columns(table)
+    head = "".join(f"<th>{_html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_html.escape(c)}</td>" for c in row.cells(shared)) + "</tr>\n"
                    for row in table)
-    return f'<table class="results">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>'
+    return f'<table class="results main">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>'
 
 
 def per_seed(group: Group) -> tuple[list[str], list[list[str]]]:

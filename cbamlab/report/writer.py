@@ -134,10 +134,11 @@ def _markdown(sections: list[Section], unfinished: list[Run], source: str, stamp
     return "\n".join(out)
 
 
-_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1280px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45}table.results{border-collapse:collapse;font-size:0.82em;margin:1em 0}
 table.results th,table.results td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}
-table.results th{background:#f0f0f0}table.results td:first-child{text-align:left;font-weight:600}
+table.results th{background:#f0f0f0}
+table.main td:nth-last-child(-n+2){white-space:normal;text-align:left}table.results td:first-child{text-align:left;font-weight:600}
 figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:0.9em}
 .note{background:#fff6db;border-left:4px solid #e0b000;padding:0.4em 0.8em}.howto{color:#444;font-size:0.95em}
 pre{background:#f7f7f7;padding:0.8em;overflow-x:auto}.scroll{overflow-x:auto}"""
