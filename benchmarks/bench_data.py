@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import platform
 import statistics
 import sys
@@ -102,6 +103,23 @@ def bench_train_step(bundle, args, device) -> list[float]:
     return [time_batches(steps, args.steps, 2, device) for _ in range(args.repeats)]
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_note() -> str:
+    try:
+        return f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores when it finished (shared machine)"
+    except OSError:
+        return ""
+
+
 def fmt(values) -> str:
     return f"{statistics.median(values):,.0f} | {min(values):,.0f} - {max(values):,.0f}"
 
@@ -127,12 +145,12 @@ def main(argv=None) -> int:
     tv = bench_torchvision(folder, bundle, args, device)
     step = bench_train_step(bundle, args, device)
     m, t, s = (statistics.median(v) for v in (memory, tv, step))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     lines = [
         "# Input pipeline throughput on Fashion-MNIST (60,000 x 1x28x28)",
         "",
         f"Device: {device.type} ({name}), {torch.get_num_threads()} torch threads; torch {torch.__version__}, "
-        f"python {platform.python_version()}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        f"python {platform.python_version()}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC{load_note()}.",
         f"Batch {args.batch_size}; median and min - max of {args.repeats} repeats "
         f"({args.batches} batches each for the pipelines, {args.steps} steps for resnet20).",
         "Augmentation in both pipelines: random crop 28 with padding 4, horizontal flip, normalise.",
