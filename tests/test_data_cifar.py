@@ -1,6 +1,7 @@
 """CIFAR-10/100 readers on files written in the exact standard python-batch format; the restricted unpickler."""
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,3 +129,21 @@ def test_truncated_pickle_and_missing_meta(tmp_path):
     (folder / "batches.meta").unlink()
     with pytest.raises(DataError, match="batches.meta"):
         load_dataset("cifar10", tmp_path)
+
+
+def test_download_goes_through_torchvision_into_root(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    calls = []
+
+    class FakeCIFAR10:  # stands in for the network: leaves what torchvision's download leaves behind
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            write_cifar10(Path(root))
+
+    monkeypatch.setattr(tvd, "CIFAR10", FakeCIFAR10)
+    with pytest.raises(DataError, match="not found"):
+        load_dataset("cifar10", tmp_path / "dl")
+    b = load_dataset("cifar10", tmp_path / "dl", download=True)
+    assert calls == [(str(tmp_path / "dl"), True, True)]
+    assert (len(b.train), len(b.test)) == (12, 6)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .idx import _notes, cache_dir
+from .idx import _notes, cache_dir, download_with
 from .types import TensorSplit
 
 log = logging.getLogger(__name__)
@@ -137,14 +137,7 @@ def read_classes(folder: Path, name: str) -> list[str]:
 def _download(name: str, root) -> None:
     import torchvision.datasets as tvd
 
-    target = Path(root) if root else (Path(os.environ["CBAMLAB_DATA"]) / name if os.environ.get("CBAMLAB_DATA")
-                                      else cache_dir(name))
-    log.info("downloading %s to %s through torchvision (checksum verified)", name, target)
-    cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-    try:
-        cls(str(target), train=True, download=True)
-    except Exception as e:
-        raise DataError(f"could not download {name} to {target}: {str(e).splitlines()[0] if str(e) else e!r}") from None
+    download_with(name, root, tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100, trains=(True,))
 
 
 def load(name: str, root=None, *, download=False, include_test=True):

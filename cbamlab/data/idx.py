@@ -113,18 +113,28 @@ def locate(name: str, root=None) -> tuple[str | None, list[str]]:
     return None, _notes(root) + [str(p) for p in looked]
 
 
-def _download(name: str, root) -> None:
-    import torchvision.datasets as tvd
+def download_target(name: str, root) -> Path:
+    """Where a download goes: data.root, else $CBAMLAB_DATA/<name>, else the cache folder."""
+    if root:
+        return Path(root)
+    return Path(os.environ["CBAMLAB_DATA"]) / name if os.environ.get("CBAMLAB_DATA") else cache_dir(name)
 
-    target = Path(root) if root else (Path(os.environ["CBAMLAB_DATA"]) / name if os.environ.get("CBAMLAB_DATA")
-                                      else cache_dir(name))
-    log.info("downloading %s to %s through torchvision", name, target)
-    cls = tvd.MNIST if name == "mnist" else tvd.FashionMNIST
+
+def download_with(name: str, root, cls, trains=(True, False)) -> None:
+    """Fetch `name` through the torchvision dataset class `cls` (which verifies checksums); errors in one line."""
+    target = download_target(name, root)
+    log.info("downloading %s to %s through torchvision (checksum verified)", name, target)
     try:
-        for train in (True, False):
+        for train in trains:
             cls(str(target), train=train, download=True)
     except Exception as e:  # network, checksum or disk errors: one line for the user
         raise DataError(f"could not download {name} to {target}: {str(e).splitlines()[0] if str(e) else e!r}") from None
+
+
+def _download(name: str, root) -> None:
+    import torchvision.datasets as tvd
+
+    download_with(name, root, tvd.MNIST if name == "mnist" else tvd.FashionMNIST)
 
 
 def read_split(folder, which: str) -> TensorSplit:
