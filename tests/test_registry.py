@@ -7,13 +7,7 @@ from cbamlab.errors import CbamlabError
 from cbamlab.models import model_info
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small models on a shared CPU: one intra-op thread avoids oversubscription stalls (restored after)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ALL = cbamlab.list_models()

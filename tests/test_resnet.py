@@ -9,13 +9,7 @@ from cbamlab.models.attention import SpatialGate
 from cbamlab.models.resnet import BasicBlock, PadShortcut
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small models on a shared CPU: one intra-op thread avoids oversubscription stalls (restored after)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # torchvision's model cards for the plain nets; resnet50_cbam is the CBAM paper's 28.09M (Table 4)

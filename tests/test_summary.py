@@ -13,13 +13,7 @@ from cbamlab.models import count_macs, count_params, stage_table
 from cbamlab.models.profile import parse_input_size
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small models on a shared CPU: one intra-op thread avoids oversubscription stalls (restored after)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

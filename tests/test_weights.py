@@ -11,13 +11,7 @@ from cbamlab.models import load_backbone
 from cbamlab.models.weights import adapt_input_conv
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small models on a shared CPU: one intra-op thread avoids oversubscription stalls (restored after)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
