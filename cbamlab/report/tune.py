@@ -98,7 +98,7 @@ def history_plot(record: dict) -> bytes:
     ax.set_xlabel("trial")
     ax.set_ylabel(record["metric"])
     ax.set_title("optimisation history")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8, framealpha=0.7)
     ax.grid(alpha=0.3)
     return _png(fig)
 
