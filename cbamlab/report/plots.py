@@ -81,14 +81,23 @@ def _test_or_val(group: Group, kind: str) -> str:
     return f"test_{kind}" if test.size and not np.all(np.isnan(test)) else f"val_{kind}"
 
 
+def _epoch_axis(ax) -> None:
+    """Whole-number epoch ticks; a one-epoch run gets room around its single tick, not fractional ticks."""
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    lo, hi = ax.get_xlim()
+    if hi - lo < 2:
+        mid = round((lo + hi) / 2)
+        ax.set_xlim(mid - 1, mid + 1)
+
+
 def _curves(group: Group, metrics: list[tuple[str, str]], ylabel: str, scale: float, title: str,
             log_if_wide: bool = False) -> bytes:
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.2 * len(metrics), 4.4), squeeze=False)
     for ax, (name, label) in zip(axes[0], metrics):
         drawn = [_band(ax, group, v, name, scale) for v in group.variants]
         ax.set_title(label)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_axis(ax)
         ys = np.concatenate([np.asarray(ln.get_ydata(), dtype=float) for ln in ax.get_lines()] or [np.zeros(0)])
         ys = ys[np.isfinite(ys) & (ys > 0)]
         if log_if_wide and ys.size and ys.max() / ys.min() > 30:  # one huge early loss would flatten the rest
@@ -139,8 +148,7 @@ def lr_schedule(group: Group) -> bytes:
     for i, (label, epochs, lr) in enumerate(curves):
         color = "black" if same else _color(group, label)
         ax.plot(epochs, lr, color=color, lw=2, ls=["-", "--", ":", "-."][i % 4], marker="o", ms=3, label=label)
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _epoch_axis(ax)
     ax.set_ylabel("learning rate")
     ax.set_ylim(bottom=0)
     ax.set_title(f"Learning-rate schedule ({group.dataset})")
