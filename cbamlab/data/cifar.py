@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .idx import _notes, cache_dir, download_with
+from .idx import _notes, cache_dir, download_with, find_folder
 from .types import TensorSplit
 
 log = logging.getLogger(__name__)
@@ -142,12 +142,7 @@ def _download(name: str, root) -> None:
 
 def load(name: str, root=None, *, download=False, include_test=True):
     """(train, test or None, classes, source folder). The test batch is not opened when include_test=False."""
-    folder, looked = locate(name, root)
-    if folder is None and download:
-        _download(name, root)
-        folder, looked = locate(name, root)
-    if folder is None:
-        raise DataError(f"{name} not found; looked in {', '.join(looked)}; to get it: {HOW_TO_GET[name]}")
+    folder = find_folder(name, root, download, locate, _download, HOW_TO_GET[name])
     folder = Path(folder)
     classes = read_classes(folder, name)
     label_key = LABEL_KEYS[name][0]

@@ -16,7 +16,7 @@ from PIL import Image
 from ..errors import DataError
 from .augment import AugmentSpec, normalize_batch, random_erasing
 from .stats import epoch_seed
-from .types import FileSplit
+from .types import EpochLoader, FileSplit
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class FolderDataset(torch.utils.data.Dataset):
         raise DataError("no readable image left in the dataset")
 
 
-class FolderLoader:
+class FolderLoader(EpochLoader):
     """Same interface as MemoryLoader: (x float32 normalised (B, 3, H, W), y int64 (B,)) on `device`."""
 
     def __init__(self, split: FileSplit, batch_size: int, *, image_size, mean, std, device="cpu",
@@ -155,18 +155,6 @@ class FolderLoader:
     @property
     def num_samples(self) -> int:
         return len(self.dataset)
-
-    def __len__(self) -> int:
-        return self._num_batches
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def state_dict(self) -> dict:
-        return {"seed": self.seed, "epoch": self.epoch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
 
     def __iter__(self):
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))

@@ -131,6 +131,18 @@ def download_with(name: str, root, cls, trains=(True, False)) -> None:
         raise DataError(f"could not download {name} to {target}: {str(e).splitlines()[0] if str(e) else e!r}") from None
 
 
+def find_folder(name: str, root, download: bool, locate, fetch, how_to_get: str) -> str:
+    """The folder `locate` finds for `name`, after `fetch` when missing and `download` is set; else a DataError
+    that lists where it looked and how to get the data."""
+    folder, looked = locate(name, root)
+    if folder is None and download:
+        fetch(name, root)
+        folder, looked = locate(name, root)
+    if folder is None:
+        raise DataError(f"{name} not found; looked in {', '.join(looked)}; to get it: {how_to_get}")
+    return folder
+
+
 def _download(name: str, root) -> None:
     import torchvision.datasets as tvd
 
@@ -158,12 +170,7 @@ def read_split(folder, which: str) -> TensorSplit:
 
 def load(name: str, root=None, *, download=False, include_test=True):
     """(train, test or None, classes, source folder). The t10k files are not opened when include_test=False."""
-    folder, looked = locate(name, root)
-    if folder is None and download:
-        _download(name, root)
-        folder, looked = locate(name, root)
-    if folder is None:
-        raise DataError(f"{name} not found; looked in {', '.join(looked)}; to get it: {HOW_TO_GET[name]}")
+    folder = find_folder(name, root, download, locate, _download, HOW_TO_GET[name])
     train = read_split(folder, "train")
     test = read_split(folder, "test") if include_test else None
     classes = CLASSES[name]

@@ -8,7 +8,7 @@ import torch
 
 from .augment import AugmentSpec, augment_batch, normalize_batch
 from .stats import epoch_seed
-from .types import TensorSplit
+from .types import EpochLoader, TensorSplit
 
 
 @contextlib.contextmanager
@@ -26,7 +26,7 @@ def single_thread():
         torch.set_num_threads(threads)
 
 
-class MemoryLoader:
+class MemoryLoader(EpochLoader):
     """Yields (x, y): x float32 normalised (B, C, H, W) on `device`, y int64 (B,) on `device`.
 
     A training loader (`shuffle=True`) draws its order and augmentations from a CPU generator seeded with
@@ -56,20 +56,6 @@ class MemoryLoader:
     @property
     def num_samples(self) -> int:
         return int(self.labels.shape[0])
-
-    def __len__(self) -> int:
-        return self._num_batches
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def state_dict(self) -> dict:
-        """All the state behind the next epoch's batches: restoring it reproduces them exactly."""
-        return {"seed": self.seed, "epoch": self.epoch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.seed = int(state["seed"])
-        self.epoch = int(state["epoch"])
 
     def _batch(self, idx: torch.Tensor, gen: torch.Generator):
         x = self.images.index_select(0, idx)  # uint8 (B, C, H, W)

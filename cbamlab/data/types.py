@@ -67,3 +67,27 @@ class DataBundle:
     train: TensorSplit | FileSplit
     val: TensorSplit | FileSplit | None = None
     test: TensorSplit | FileSplit | None = None
+
+
+class EpochLoader:
+    """What the loaders share: an epoch's batches depend on (seed, epoch) alone, so that pair is all their state.
+
+    Subclasses set `seed`, `epoch` and `_num_batches`.
+    """
+
+    seed: int = 0
+    epoch: int = 0
+    _num_batches: int = 0
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict:
+        """All the state behind the next epoch's batches: restoring it reproduces them exactly."""
+        return {"seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
