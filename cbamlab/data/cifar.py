@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import pickle
 import re
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .idx import _notes, cache_dir, download_with, find_folder
+from .idx import _notes, download_with, find_folder, search_places
 from .types import TensorSplit
 
 log = logging.getLogger(__name__)
@@ -84,12 +83,7 @@ def _train_files(folder: Path, name: str) -> list[Path]:
 
 
 def candidates(name: str, root=None) -> list[Path]:
-    places = []
-    if root:
-        places += [Path(root), Path(root) / name]
-    if os.environ.get("CBAMLAB_DATA"):
-        places.append(Path(os.environ["CBAMLAB_DATA"]) / name)
-    places.append(cache_dir(name))
+    places = search_places(name, root)
     out = []
     for p in places:
         out += [p, p / FOLDERS[name]]

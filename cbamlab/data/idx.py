@@ -83,16 +83,23 @@ def cache_dir(name: str) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cbamlab" / name
 
 
-def candidates(name: str, root=None) -> list[Path]:
-    """The folders looked at, in order (each also in torchvision's layout)."""
+def search_places(name: str, root=None, system: str | None = None) -> list[Path]:
+    """Where a dataset is looked for, in order: root (and root/<name>), $CBAMLAB_DATA/<name>, a system folder,
+    the cache."""
     places = []
     if root:
         places += [Path(root), Path(root) / name]
     if os.environ.get("CBAMLAB_DATA"):
         places.append(Path(os.environ["CBAMLAB_DATA"]) / name)
-    if name in SYSTEM:
-        places.append(Path(SYSTEM[name]))
+    if system:
+        places.append(Path(system))
     places.append(cache_dir(name))
+    return places
+
+
+def candidates(name: str, root=None) -> list[Path]:
+    """The folders looked at, in order (each also in torchvision's layout)."""
+    places = search_places(name, root, SYSTEM.get(name))
     out = []
     for p in places:
         out += [p, p / TORCHVISION[name] / "raw"]
