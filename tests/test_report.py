@@ -42,7 +42,7 @@ def test_table_numbers_match_hand_computation(tmp_path):
     assert base.n == 3 and base.top1.mean == pytest.approx(m) and base.top1.std == pytest.approx(s)
     assert base.delta_top1 is None and base.cells()[4] == "baseline"
     assert base.cells()[2] == f"{100 * m:.2f} ± {100 * s:.2f}"
-    assert base.cells()[6:8] == ["272.47 k", "41.00 M"]
+    assert base.cells()[5:9] == ["", "", "272.47 k", "41.00 M"]
 
     cbam = rows["resnet20_cbam"]
     d = [c - b for c, b in zip(CBAM, BASE)]
@@ -53,12 +53,14 @@ def test_table_numbers_match_hand_computation(tmp_path):
     assert cbam.delta_top1.mean == pytest.approx(dm)
     assert cbam.delta_top1.p_value == pytest.approx(t2_two_sided_p(t), rel=1e-9)
     assert cbam.cells()[4] == f"{100 * dm:+.2f} [{100 * (dm - half):+.2f}, {100 * (dm + half):+.2f}] vs resnet20"
-    assert cbam.cells()[9] == "3.50" and cbam.cells()[10] == "cpu (test)" and cbam.cells()[11] == "2.14.1"
+    assert cbam.cells()[6] == "0.25"  # exact sign-flip: 3 positive differences, 2 of 8 sign patterns
+    assert cbam.cells()[10] == "3.50" and cbam.cells()[11] == "cpu (test)" and cbam.cells()[12] == "2.14.1"
 
     sentences = tables.sentences(tables.rows(group))
     assert len(sentences) == 2  # one per non-baseline variant
     assert sentences[1] == (f"resnet20_cbam {100 * dm:+.2f} ± {100 * ds:.2f} points top-1 vs resnet20, "
-                            f"not significant at n = 3 (p = {t2_two_sided_p(t):.2f}).")
+                            f"not significant at n = 3 (t-test p = {t2_two_sided_p(t):.2f}, sign-flip p = 0.25; "
+                            "fewer than 6 seeds can never reach p < 0.05).")
 
 
 def test_report_files_md_and_self_contained_html(tmp_path):

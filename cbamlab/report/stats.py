@@ -1,9 +1,14 @@
 """Statistics for comparisons paired by seed: mean ± sample std, paired differences, a 95 % t interval,
-the paired t-test and (when n allows) the Wilcoxon signed-rank test.
+the paired t-test, the exact paired permutation (sign-flip) test and (when n allows) the Wilcoxon signed-rank test.
 
 Pure functions of plain sequences of floats. Two variants trained with the same seed see the same data order,
 augmentation draws and shared initial weights, so their per-seed results are paired: the test is on the
 per-seed differences, which removes the seed-to-seed spread both variants share.
+
+The t-test alone can claim any certainty from a few seeds: when every seed differs by about the same amount,
+the spread is near zero and t is huge. The sign-flip test assumes only that, with no real difference, each
+difference was as likely to have the other sign; with n pairs its p-value cannot go below 2 / 2**n. A difference
+is called significant only when both tests say so, which takes at least `min_seeds()` seeds (6 for p < 0.05).
 """
 from __future__ import annotations
 
@@ -11,11 +16,33 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
 from ..errors import CbamlabError
 
-# Below this many non-zero differences the exact two-sided Wilcoxon p-value cannot go under 0.05
-# (its smallest value is 2 / 2**n: 0.0625 at n = 5, 0.03125 at n = 6), so it is not reported.
-WILCOXON_MIN_N = 6
+# Values that agree to this fraction of their size are equal: float rounding (0.9001 - 0.9 against
+# 0.8501 - 0.85) must not pass for a real, tiny spread.
+RELATIVE_TOLERANCE = 1e-9
+# Up to this many pairs the sign-flip p-value is exact (2**n patterns, counted as one half against the other);
+# above, it is estimated from MONTE_CARLO_DRAWS seeded random patterns.
+EXACT_MAX_N = 40
+MONTE_CARLO_DRAWS = 2 ** 16
+
+
+def min_seeds(alpha: float = 0.05) -> int:
+    """The fewest pairs whose exact two-sided sign-flip (or signed-rank) p-value can go below `alpha`: its
+    smallest value is 2 / 2**n (0.0625 at n = 5, 0.03125 at n = 6), so 6 for alpha = 0.05."""
+    if not 0.0 < alpha < 1.0:
+        raise CbamlabError(f"alpha must be in (0, 1), got {alpha}")
+    n = 1
+    while 2.0 / 2 ** n >= alpha:
+        n += 1
+    return n
+
+
+# Below this many non-zero differences the exact two-sided Wilcoxon p-value cannot go under 0.05, so it is not
+# reported.
+WILCOXON_MIN_N = min_seeds(0.05)
 
 
 @dataclass(frozen=True)
@@ -29,7 +56,8 @@ class Summary:
 
 @dataclass(frozen=True)
 class Paired:
-    """Differences a_i - b_i over n pairs: mean, sample std, `confidence` t interval of the mean, paired t-test."""
+    """Differences a_i - b_i over n pairs: mean, sample std, `confidence` t interval of the mean, the paired
+    t-test (`p_value`: nan when every difference is the same non-zero value) and the exact sign-flip p-value."""
 
     n: int
     mean: float
@@ -40,6 +68,7 @@ class Paired:
     p_value: float
     wilcoxon_p: float | None = None
     confidence: float = 0.95
+    sign_flip_p: float = math.nan
 
 
 def _floats(xs: Sequence[float], what: str = "values") -> list[float]:
@@ -78,9 +107,15 @@ def paired_differences(a: Sequence[float], b: Sequence[float]) -> list[float]:
     return [x - y for x, y in zip(a, b)]
 
 
+def no_spread(xs: Sequence[float]) -> bool:
+    """True when all values are equal up to float rounding (RELATIVE_TOLERANCE of the largest |value|)."""
+    xs = _floats(xs)
+    return max(xs) - min(xs) <= RELATIVE_TOLERANCE * max(abs(x) for x in xs)
+
+
 def t_critical(confidence: float, df: int) -> float:
     """The two-sided Student t quantile: P(|T| <= q) = confidence with df degrees of freedom."""
-    from scipy import stats
+    from scipy import stats  # heavy; only the report needs it
 
     if not 0.0 < confidence < 1.0:
         raise CbamlabError(f"confidence must be in (0, 1), got {confidence}")
@@ -99,16 +134,16 @@ def t_interval(xs: Sequence[float], confidence: float = 0.95) -> tuple[float, fl
 
 
 def one_sample_t_test(xs: Sequence[float]) -> tuple[float, float]:
-    """(t, two-sided p) for 'the mean is 0'. With no spread: p = 1 when all values are 0, else t = ±inf, p = nan
-    (the t statistic is undefined, and claiming p = 0 from n identical numbers would overstate the evidence)."""
-    from scipy import stats
+    """(t, two-sided p) for 'the mean is 0'. With no spread (up to rounding): p = 1 when all values are 0, else
+    t = ±inf and p = nan (t is undefined; p ~ 0 from n equal numbers would overstate the evidence)."""
+    from scipy import stats  # heavy; only the report needs it
 
     xs = _floats(xs)
     n = len(xs)
     if n < 2:
         return (math.nan, math.nan)
     m, s = mean(xs), sample_std(xs)
-    if s == 0.0:
+    if no_spread(xs):
         return (0.0, 1.0) if m == 0.0 else (math.copysign(math.inf, m), math.nan)
     t = m / (s / math.sqrt(n))
     return (t, float(2.0 * stats.t.sf(abs(t), n - 1)))
@@ -119,10 +154,44 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]
     return one_sample_t_test(paired_differences(a, b))
 
 
+def _sign_sums(d: np.ndarray) -> np.ndarray:
+    """The sums of ±d_i over all 2**len(d) sign patterns."""
+    sums = np.zeros(1)
+    for x in d:
+        sums = np.concatenate([sums + x, sums - x])
+    return sums
+
+
+def sign_flip_p(d: Sequence[float]) -> float:
+    """Exact two-sided p-value of the paired permutation (sign-flip) test of 'the mean difference is 0'.
+
+    The share of the 2**n ways of flipping the signs of the differences d_i whose |sum| is at least the observed
+    |sum| (equal up to float rounding counts as equal). The observed pattern and its mirror always count, so the
+    p-value is at least 2 / 2**n: three differences of one sign give 2 / 8 = 0.25. Exact up to EXACT_MAX_N pairs
+    (the sums of one half's patterns against the sorted sums of the other half's); estimated from
+    MONTE_CARLO_DRAWS seeded random patterns above that.
+    """
+    d = np.asarray(_floats(d, "differences"), dtype=np.float64)
+    n = d.size
+    observed = abs(math.fsum(d))
+    threshold = observed - RELATIVE_TOLERANCE * max(float(np.abs(d).sum()), 1e-300)
+    if threshold <= 0.0:
+        return 1.0  # every pattern's |sum| reaches a (near) zero observed sum
+    if n > EXACT_MAX_N:
+        signs = np.random.default_rng(0).choice((-1.0, 1.0), size=(MONTE_CARLO_DRAWS, n))
+        hits = int((np.abs(signs @ d) >= threshold).sum())
+        return (hits + 1) / (MONTE_CARLO_DRAWS + 1)
+    left, right = _sign_sums(d[: n // 2]), np.sort(_sign_sums(d[n // 2:]))
+    # |l + r| >= threshold (> 0): r >= threshold - l, or r <= -threshold - l (disjoint)
+    upper = right.size - np.searchsorted(right, threshold - left, side="left")
+    lower = np.searchsorted(right, -threshold - left, side="right")
+    return float((upper + lower).sum()) / 2.0 ** n
+
+
 def wilcoxon_p(a: Sequence[float], b: Sequence[float]) -> float | None:
     """Two-sided Wilcoxon signed-rank p-value of the paired differences (zeros dropped, exact when small);
     None when fewer than WILCOXON_MIN_N non-zero differences, where it could never reach 0.05."""
-    from scipy import stats
+    from scipy import stats  # heavy; only the report needs it
 
     d = [x for x in paired_differences(a, b) if x != 0.0]
     if len(d) < WILCOXON_MIN_N:
@@ -136,7 +205,14 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], confidence: float 
     lo, hi = t_interval(d, confidence)
     t, p = paired_t_test(a, b)
     return Paired(n=len(d), mean=mean(d), std=sample_std(d), ci_low=lo, ci_high=hi, t=t, p_value=p,
-                  wilcoxon_p=wilcoxon_p(a, b), confidence=confidence)
+                  wilcoxon_p=wilcoxon_p(a, b), confidence=confidence, sign_flip_p=sign_flip_p(d))
+
+
+def significant(pair: Paired, alpha: float = 0.05) -> bool:
+    """Both the paired t-test and the exact sign-flip test below `alpha`: never on zero spread (t undefined),
+    never with fewer than min_seeds(alpha) pairs (the sign-flip p-value cannot get there)."""
+    return (pair.n >= 2 and not math.isnan(pair.p_value) and pair.p_value < alpha
+            and not math.isnan(pair.sign_flip_p) and pair.sign_flip_p < alpha)
 
 
 def format_p(p: float | None) -> str:
@@ -147,10 +223,17 @@ def format_p(p: float | None) -> str:
     return f"{p:.3f}" if p < 0.01 else f"{p:.2f}"
 
 
+def _ps(pair: Paired) -> str:
+    """'t-test p = 0.07, sign-flip p = 0.25' (the t-test part left out when it is undefined)."""
+    flip = f"sign-flip p = {format_p(pair.sign_flip_p)}"
+    return flip if math.isnan(pair.p_value) else f"t-test p = {format_p(pair.p_value)}, {flip}"
+
+
 def verdict(name: str, baseline: str, pair: Paired, metric: str = "top-1", scale: float = 100.0,
             alpha: float = 0.05) -> str:
     """One plain sentence of what the paired data support, e.g.
-    'resnet20_cbam +0.4 ± 0.3 points top-1 vs resnet20, not significant at n = 3 (p = 0.41).'
+    'resnet20_cbam +0.40 ± 0.30 points top-1 vs resnet20, not significant at n = 3 (t-test p = 0.41, sign-flip
+    p = 0.25; fewer than 6 seeds can never reach p < 0.05).'
     The ± is the sample std of the per-seed differences; `scale` turns fractions into points."""
     m = pair.mean * scale
     if pair.n < 2:
@@ -158,8 +241,11 @@ def verdict(name: str, baseline: str, pair: Paired, metric: str = "top-1", scale
                 f"run more seeds before reading anything into it.")
     sd = pair.std * scale
     head = f"{name} {m:+.2f} ± {sd:.2f} points {metric} vs {baseline}"
+    need = min_seeds(alpha)
+    few = f"; fewer than {need} seeds can never reach p < {alpha:g}" if pair.n < need else ""
     if math.isnan(pair.p_value):
-        return f"{head}, the same difference in every seed, so no test is possible at n = {pair.n}."
-    if pair.p_value < alpha:
-        return f"{head}, significant at n = {pair.n} (p = {format_p(pair.p_value)})."
-    return f"{head}, not significant at n = {pair.n} (p = {format_p(pair.p_value)})."
+        return (f"{head}, the same difference in every seed: no t-test is possible and nothing is called "
+                f"significant at n = {pair.n} ({_ps(pair)}{few}).")
+    if significant(pair, alpha):
+        return f"{head}, significant at n = {pair.n} ({_ps(pair)})."
+    return f"{head}, not significant at n = {pair.n} ({_ps(pair)}{few})."

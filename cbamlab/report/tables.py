@@ -13,8 +13,8 @@ from ..errors import CbamlabError
 from ..experiments.results import Group, attn_kind, finite
 from . import stats
 
-COLUMNS = ("variant", "n", "top-1 %", "top-5 %", "Δ top-1 vs baseline (95 % CI)", "p (paired t)", "params",
-           "MACs", "train img/s", "latency ms", "device", "torch")
+COLUMNS = ("variant", "n", "top-1 %", "top-5 %", "Δ top-1 vs baseline (95 % CI)", "p (paired t)",
+           "p (sign-flip)", "params", "MACs", "train img/s", "latency ms", "device", "torch")
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Row:
     def cells(self, shared_baseline: bool = False) -> list[str]:
         if self.delta_top1 is None:
             delta = "baseline" if self.is_baseline else "n/a"
-            p = ""
+            p = flip = ""
         else:
             d = self.delta_top1
             ci = "" if math.isnan(d.ci_low) else f" [{d.ci_low * 100:+.2f}, {d.ci_high * 100:+.2f}]"
@@ -45,7 +45,8 @@ class Row:
             p = stats.format_p(d.p_value)
             if d.wilcoxon_p is not None:
                 p += f" (Wilcoxon {stats.format_p(d.wilcoxon_p)})"
-        return [self.variant, str(self.n), pm(self.top1), pm(self.top5) if self.top5 else "n/a", delta, p,
+            flip = stats.format_p(d.sign_flip_p)  # exact; at least 2 / 2**n, so never < 0.05 below 6 seeds
+        return [self.variant, str(self.n), pm(self.top1), pm(self.top5) if self.top5 else "n/a", delta, p, flip,
                 count(self.params), count(self.macs), number(self.images_per_s, 0), number(self.latency_ms, 2),
                 self.device, self.torch]
 
