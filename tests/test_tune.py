@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from cbamlab.cli import main
 from cbamlab.engine.config import read_yaml
 from cbamlab.experiments import tune
-from cbamlab.experiments.tune_storage import WORKER_ATTR, open_storage, resolve_storage
+from cbamlab.experiments.tune.storage import WORKER_ATTR, open_storage, resolve_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 6
@@ -190,7 +190,7 @@ def test_two_worker_processes_share_one_study(tmp_path):
 
 
 def test_report_from_a_study(tmp_path):
-    from cbamlab.report.tune import importances, write_tune_report
+    from cbamlab.report.tune_report import importances, write_tune_report
 
     base, settings = search_settings(pruner="none", sampler={"name": "random"})
     record = tune.run_tune(base, settings, tmp_path, trials=10, n_seeds=0, objective=curve_objective)
@@ -210,7 +210,7 @@ def test_report_from_a_study(tmp_path):
 
 
 def test_report_final_table_from_a_record(tmp_path):
-    from cbamlab.report.tune import render_markdown
+    from cbamlab.report.tune_report import render_markdown
 
     base, settings = search_settings()
     record = tune.run_tune(base, settings, tmp_path, trials=2, n_seeds=0, objective=constant_objective)

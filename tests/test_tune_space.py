@@ -7,8 +7,8 @@ import yaml
 
 from cbamlab.engine.config import Config, config_from_dict, config_to_dict
 from cbamlab.errors import ConfigError
-from cbamlab.experiments.tune_settings import parse_tune_section
-from cbamlab.experiments.tune_space import parse_space
+from cbamlab.experiments.tune.settings import parse_tune_section
+from cbamlab.experiments.tune.space import parse_space
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def test_tune_section_defaults_and_checks(base):
 
 
 def test_max_resource_follows_searched_epochs(base):
-    from cbamlab.experiments.tune_settings import max_epochs
+    from cbamlab.experiments.tune.settings import max_epochs
 
     s = parse_tune_section({"space": {"train.epochs": {"low": 2, "high": 9}}}, base, config_from_dict)
     assert max_epochs(s.space, base) == 9

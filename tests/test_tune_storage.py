@@ -13,8 +13,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from cbamlab.experiments import tune_storage as ts
-from cbamlab.experiments.tune_storage import StorageError, StorageSpec, open_storage, open_study, resolve_storage
+from cbamlab.experiments.tune import storage as ts
+from cbamlab.experiments.tune.storage import StorageError, StorageSpec, open_storage, open_study, resolve_storage
 
 SPACE_A = {"optim.lr": {"name": "FloatDistribution", "attributes": {"low": 0.01, "high": 0.5, "log": True,
                                                                        "step": None}}}

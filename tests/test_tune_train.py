@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from cbamlab.cli import main
 from cbamlab.experiments import tune
-from cbamlab.experiments.tune_storage import open_storage, open_study, resolve_storage
+from cbamlab.experiments.tune.storage import open_storage, open_study, resolve_storage
 
 
 def _study(out, name="digits-quick"):

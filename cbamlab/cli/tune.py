@@ -2,7 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+
+import optuna
+
+from ..engine.config import read_yaml
+from ..experiments import tune
+from ..experiments.tune.settings import check_target
+from ..report.tune_report import write_tune_report
 
 DESCRIPTION = """Search hyperparameters with Optuna on a validation split carved from train (the test set is
 never read), prune weak trials from their per-epoch accuracy, then retrain the best configuration on
@@ -63,15 +71,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import logging
-
-    import optuna
-
-    from ..engine.config import read_yaml
-    from ..experiments import tune
-    from ..experiments.tune_settings import check_target
-    from ..report.tune import write_tune_report
-
     optuna.logging.set_verbosity(logging.ERROR)  # cbamlab logs each trial in one line, failures included
     raw = read_yaml(args.config) if args.config else None
     overrides = list(args.overrides) + (["train.progress=false"] if args.quiet else [])

@@ -1,15 +1,4 @@
-"""`cbamlab tune`: search hyperparameters with Optuna, then retrain the best on train + val and test it.
-
-The article's loop (train, evaluate, tune, train again until the model meets the requirement), run durably:
-the study lives in a database (SQLite file, journal file or any SQLAlchemy URL), so running the same command
-again continues it; trials are trained by `engine.fit` on a validation split carved from train, pruned from
-their per-epoch validation accuracy, and never load the test set. The best configuration is then retrained
-with `n_seeds` seeds on train + val and evaluated on test, and everything lands in `STUDY_DIR/tune.json`,
-which `cbamlab.report.tune` turns into the report.
-
-Layout: `OUT/tune.db` (or `tune.journal`), `OUT/<study>/trials/<number>/` (one run directory per trial),
-`OUT/<study>/final/trial<best>/seed<k>/` (retraining runs), `OUT/<study>/tune.json`.
-"""
+"""The search and the retraining: `prepare` a tune config, `run_tune` it into OUT (see the package docstring)."""
 from __future__ import annotations
 
 import copy
@@ -20,14 +9,19 @@ import time
 from pathlib import Path
 
 import optuna
+from optuna.distributions import distribution_to_json
 from optuna.trial import TrialState
 
-from .. import _io
-from ..errors import CbamlabError
-from .tune_settings import DEFAULT_SPACE, TuneSettings, parse_tune_section
-from .tune_storage import (StorageSpec, count_trials, fail_dead_trials, open_storage, open_study,
+from ... import _io
+from ...engine import fit
+from ...engine.config import config_from_dict, config_to_dict, load_config, split_sections
+from ...engine.rundir import is_complete, read_summary
+from ...engine.runtime import available_cores
+from ...errors import CbamlabError
+from .settings import DEFAULT_SPACE, TuneSettings, parse_tune_section
+from .storage import (StorageSpec, count_trials, fail_dead_trials, open_storage, open_study,
                            resolve_storage)
-from .tune_worker import WorkerJob, run_worker, run_workers, target_reached, train_objective
+from .worker import WorkerJob, run_worker, run_workers, target_reached, train_objective
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +40,6 @@ def prepare(raw: dict | None, overrides=()) -> tuple[dict, TuneSettings]:
     The search config has a validation split (the tune section's `val_fraction` when the config has none)
     and `train.eval_test = False`, so no trial ever loads the test set.
     """
-    from ..engine.config import config_from_dict, config_to_dict, load_config, split_sections
-
     if raw is None:
         raw = {**copy.deepcopy(DEFAULT_BASE), "tune": copy.deepcopy(DEFAULT_TUNE)}
     engine_part, extras = split_sections(raw)
@@ -89,8 +81,6 @@ def final_config(base: dict, settings: TuneSettings, params: dict, seed: int) ->
 def _search(job_args: dict, workers: int, remaining: int, storage) -> int:
     if workers <= 1:
         return run_worker(WorkerJob(**job_args, quota=remaining), storage)
-    from ..engine.runtime import available_cores
-
     k = min(workers, remaining)
     quotas = [remaining // k + (1 if i < remaining % k else 0) for i in range(k)]
     threads = max(1, available_cores() // k)
@@ -103,10 +93,6 @@ def retrain(base: dict, settings: TuneSettings, best: optuna.trial.FrozenTrial, 
             n_seeds: int) -> list[dict]:
     """Train the best trial's config with seeds base_seed + 0..n-1 on train + val; test each. Finished runs are
     reused and interrupted ones resumed, so this step too can be stopped and run again."""
-    from ..engine import fit
-    from ..engine.config import config_from_dict
-    from ..engine.rundir import is_complete, read_summary
-
     runs = []
     for k in range(n_seeds):
         seed = int(base["seed"]) + k
@@ -133,8 +119,6 @@ def mean_std(values: list[float]) -> dict:
 
 
 def trial_record(t: optuna.trial.FrozenTrial) -> dict:
-    from optuna.distributions import distribution_to_json
-
     end = t.datetime_complete
     return {"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
             "distributions": {k: json.loads(distribution_to_json(d)) for k, d in t.distributions.items()},

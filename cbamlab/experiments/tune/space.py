@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from optuna.distributions import (
@@ -28,7 +28,8 @@ from optuna.distributions import (
     distribution_to_json,
 )
 
-from ..errors import ConfigError, suggest
+from ...data.augment import AugmentSpec
+from ...errors import ConfigError, suggest
 
 # Keys that define the objective itself: tuning them would compare trials on different yardsticks.
 FORBIDDEN_KEYS = {
@@ -109,10 +110,6 @@ def set_dotted(d: dict, key: str, value) -> None:
 
 def _open_mappings() -> dict[str, dict]:
     """Mapping-valued settings whose keys are not in the base config: dotted prefix -> {sub-key: default}."""
-    from dataclasses import fields
-
-    from ..data.augment import AugmentSpec
-
     return {"data.augment_overrides": {f.name: f.default for f in fields(AugmentSpec)}}
 
 

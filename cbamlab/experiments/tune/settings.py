@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import optuna
 
-from ..errors import ConfigError, suggest, unknown
-from .tune_space import SearchSpace, parse_space
+from ...errors import ConfigError, suggest, unknown
+from .space import SearchSpace, parse_space
 
 METRICS = {"val_top1": "maximize", "val_top5": "maximize", "val_loss": "minimize"}
 DEFAULT_SPACE = {

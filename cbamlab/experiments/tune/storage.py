@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
 
-from ..errors import CbamlabError
+from ...errors import CbamlabError
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +57,6 @@ class StorageSpec:
         if self.kind == "journal":
             return f"journal file {self.url}"
         try:
-            from sqlalchemy.engine import make_url
-
             return make_url(self.url).render_as_string(hide_password=True)
         except Exception:  # an unparsable URL: show the scheme only
             return self.url.split("://", 1)[0] + "://..."
@@ -87,8 +87,6 @@ def _first_line(e: BaseException) -> str:
 def open_storage(spec: StorageSpec, heartbeat: bool = True) -> optuna.storages.BaseStorage:
     """An optuna storage for `spec`, connected and checked; any failure is one `StorageError` line."""
     if spec.kind == "journal":
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
         path = Path(spec.url)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,10 +8,18 @@ from __future__ import annotations
 import io
 import json
 import logging
+import warnings
 from pathlib import Path
 
-from .. import _io
-from ..errors import CbamlabError
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from optuna.distributions import json_to_distribution  # noqa: E402
+
+from .. import _io  # noqa: E402
+from ..errors import CbamlabError  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +39,6 @@ def load_record(study_dir) -> dict:
 def importances(record: dict) -> dict[str, float] | None:
     """fANOVA importance of each searched key for the objective, from the completed trials; None when there
     are too few (fewer than 2 completed, or no spread in the values)."""
-    import warnings
-
-    import optuna
-    from optuna.distributions import json_to_distribution
-
     done = [t for t in record["trials"] if t["state"] == "COMPLETE" and t["value"] is not None]
     if len(done) < 2 or len({t["value"] for t in done}) < 2:
         return None
@@ -58,24 +61,12 @@ def importances(record: dict) -> dict[str, float] | None:
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
     plt.close(fig)
     return buf.getvalue()
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def history_plot(record: dict) -> bytes:
     """Objective per trial (completed dots, pruned crosses at their last report) and the best so far."""
-    plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     sign = 1 if record["direction"] == "maximize" else -1
     best, xs, ys = None, [], []
@@ -108,7 +99,6 @@ def curves_plot(record: dict) -> bytes | None:
     trials = [t for t in record["trials"] if t["intermediate"]]
     if not trials:
         return None
-    plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for t in trials:
         steps = [int(k) for k in t["intermediate"]]
@@ -123,7 +113,6 @@ def curves_plot(record: dict) -> bytes | None:
 
 
 def importance_plot(imp: dict[str, float]) -> bytes:
-    plt = _plt()
     keys = list(imp)[::-1]
     fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.45 * len(keys)))
     ax.barh(keys, [imp[k] for k in keys], color="tab:blue")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing as mp
 import os
 import shutil
 import signal
@@ -21,9 +22,11 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from ..errors import CbamlabError, ConfigError
-from .tune_settings import PRUNERS, SAMPLERS, TuneSettings, build, max_epochs
-from .tune_storage import WORKER_ATTR, StorageSpec, count_trials, fail_dead_trials, open_storage, worker_tag
+from ...engine import DivergedError, fit
+from ...engine.config import config_from_dict
+from ...errors import CbamlabError, ConfigError
+from .settings import PRUNERS, SAMPLERS, TuneSettings, build, max_epochs
+from .storage import WORKER_ATTR, StorageSpec, count_trials, fail_dead_trials, open_storage, worker_tag
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +43,6 @@ class TrialContext:
 
 def train_objective(trial: optuna.Trial, ctx: TrialContext) -> float:
     """Train the trial's config with `fit`, reporting `ctx.metric` after each epoch so the pruner can stop it."""
-    from ..engine import DivergedError, fit
-    from ..engine.config import config_from_dict
-
     cfg = config_from_dict(ctx.config)
 
     def on_epoch(epoch: int, row: dict) -> None:
@@ -191,8 +191,6 @@ def worker_process(job: WorkerJob, results) -> None:
 
 def run_workers(jobs: list[WorkerJob]) -> int:
     """Run each job in its own spawned process; wait for all. Returns the trials run; raises on a worker error."""
-    import multiprocessing as mp
-
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     procs = [ctx.Process(target=worker_process, args=(job, results), name=f"cbamlab-tune-{job.worker_index}")
