@@ -1,11 +1,14 @@
 """Atomic file writes (temp file in the same folder + fsync + rename) and safe loading of torch files.
 
-A reader never sees a half-written file, and a crash mid-write leaves the previous version in place.
+A reader never sees a half-written file, and a crash mid-write leaves the previous version in place. The file
+gets the mode a plain `open(path, "w")` would give it (the user's umask for a new file, the old mode when
+replacing one), not the temp file's 0600, so colleagues sharing a runs folder can read the runs.
 """
 from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -13,12 +16,37 @@ from typing import Any, Callable
 from .errors import CheckpointError
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask sets it while reading it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode(path: str | os.PathLike) -> int:
+    """The permission bits `open(path, "w")` leaves: the existing file's, else 0666 less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
-    """Call `write(fileobj)` on a temp file beside `path`, then rename it over `path`."""
+    """Call `write(fileobj)` on a temp file beside `path`, then rename it over `path` (mode: see `file_mode`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    perms = file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600; not on Windows, which has no such bits
+            os.fchmod(fd, perms)
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
