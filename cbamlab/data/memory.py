@@ -6,6 +6,7 @@ import contextlib
 
 import torch
 
+from . import shard
 from .augment import AugmentSpec, augment_batch, normalize_batch
 from .stats import epoch_seed
 from .types import EpochLoader, TensorSplit
@@ -32,10 +33,13 @@ class MemoryLoader(EpochLoader):
     A training loader (`shuffle=True`) draws its order and augmentations from a CPU generator seeded with
     (seed, epoch) alone; `set_epoch` picks the epoch, so a resumed run and a paired variant see the same batches.
     A last batch of a single image is dropped when shuffling (BatchNorm cannot train on one sample).
+    With `world` > 1 (DDP) this is rank `rank`'s share (`shard.Share`): `batch_size` is the global batch, and
+    the augmentation draws come from a stream seeded by (seed, epoch, rank).
     """
 
     def __init__(self, split: TensorSplit, batch_size: int, *, mean, std, device="cpu",
-                 augment: AugmentSpec | None = None, shuffle: bool = False, seed: int = 0):
+                 augment: AugmentSpec | None = None, shuffle: bool = False, seed: int = 0,
+                 rank: int = 0, world: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.device = torch.device(device)
@@ -52,6 +56,8 @@ class MemoryLoader(EpochLoader):
         self._num_batches = (n + self.batch_size - 1) // self.batch_size
         if shuffle and self._num_batches > 1 and n % self.batch_size == 1:
             self._num_batches -= 1
+        self.share = shard.Share(n, self.batch_size, self._num_batches, rank, world, train=shuffle)
+        self._num_batches = self.share.num_batches
 
     @property
     def num_samples(self) -> int:
@@ -71,8 +77,12 @@ class MemoryLoader(EpochLoader):
             order = torch.randperm(n, generator=gen).to(self.device)
         else:
             order = torch.arange(n, device=self.device)
+        bs = self.share.batch_size
+        if self.share.world > 1:  # DDP: this rank's share, its own augmentation stream
+            order = order[self.share.positions.to(self.device)]
+            gen.manual_seed(epoch_seed(self.seed, self.epoch, self.share.stream))
         for i in range(self._num_batches):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = order[i * bs:(i + 1) * bs]
             with single_thread():
                 x, y = self._batch(idx, gen)
             yield x, y
