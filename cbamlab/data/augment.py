@@ -11,6 +11,9 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
+ERASING_VALUES = ("zero", "random")
+ERASING_ATTEMPTS = 10  # draws of a rectangle per image until one fits (timm's and torchvision's rule)
+
 
 @dataclass(frozen=True)
 class AugmentSpec:
@@ -19,7 +22,10 @@ class AugmentSpec:
     crop_padding: random crop after zero padding by this many pixels (an integer shift in [-p, p]);
     hflip / vflip: flip with probability 1/2; rotation: uniform angle in [-r, r] degrees;
     translate: integer shift in [-t, t] pixels (added to the crop shift when both are set);
-    erasing: probability of random erasing (Zhong et al. 2020), area 2-33 %, filled with the mean;
+    erasing: probability of random erasing (Zhong et al. 2020) of one rectangle per image, its area fraction
+    uniform in `erasing_scale`, its aspect ratio (height / width) log-uniform in `erasing_ratio`, filled per
+    `erasing_value` ("zero": 0 after normalising, the dataset mean; "random": per-pixel normal noise, timm's
+    mode="pixel"); the defaults are timm's RandomErasing (2-33 % of the area, aspect 0.3-3.3);
     resized_crop: RandomResizedCrop with area fraction in `crop_scale` and aspect ratio in [3/4, 4/3].
     """
 
@@ -29,6 +35,9 @@ class AugmentSpec:
     rotation: float = 0.0
     translate: int = 0
     erasing: float = 0.0
+    erasing_scale: tuple[float, float] = (0.02, 0.33)
+    erasing_ratio: tuple[float, float] = (0.3, 3.3)
+    erasing_value: str = "zero"
     resized_crop: bool = False
     crop_scale: tuple[float, float] = (0.08, 1.0)
 
@@ -95,14 +104,48 @@ def _affine(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator) -> torch.T
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator, value: float = 0.0) -> torch.Tensor:
-    """Erase one random rectangle (2-33 % of the area, aspect 0.3-3.3) per image with probability p, in place."""
-    b, _, h, w = x.shape
+def resized_crop_box(height: int, width: int, scale: tuple[float, float], gen: torch.Generator,
+                     ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a RandomResizedCrop box (Szegedy et al. 2015) drawn from `gen`, torchvision's rule:
+    area fraction uniform in `scale`, log aspect ratio uniform in `ratio`, 10 tries, else the central crop."""
+    area = height * width
+    for _ in range(10):
+        u = torch.rand(4, generator=gen, dtype=torch.float64).tolist()
+        target = area * (scale[0] + u[0] * (scale[1] - scale[0]))
+        aspect = math.exp(math.log(ratio[0]) + u[1] * (math.log(ratio[1]) - math.log(ratio[0])))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(u[2] * (height - h + 1)), int(u[3] * (width - w + 1)), h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        w, h = int(round(height * ratio[1])), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator, value: float = 0.0, *,
+                   scale: tuple[float, float] = (0.02, 0.33), ratio: tuple[float, float] = (0.3, 3.3),
+                   noise: bool = False) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2020) of normalised (B, C, H, W), in place: with probability p per image one
+    rectangle, area fraction uniform in `scale`, aspect ratio h / w log-uniform in `ratio`, at a uniform position.
+    As timm's RandomErasing, up to ERASING_ATTEMPTS draws until the rectangle fits in the image (none fits: the
+    image stays). Filled with `value`, or with `noise` with N(0, 1) noise per pixel (timm's mode="pixel")."""
+    b, c, h, w = x.shape
+    k = ERASING_ATTEMPTS
     apply = torch.rand(b, generator=gen) < p
-    area = _uniform(b, 0.02, 0.33, gen) * (h * w)
-    ratio = _uniform(b, math.log(0.3), math.log(3.3), gen).exp()
-    eh = (area * ratio).sqrt().round().clamp(1, h).long()
-    ew = (area / ratio).sqrt().round().clamp(1, w).long()
+    area = _uniform(b * k, scale[0], scale[1], gen).view(b, k) * (h * w)
+    aspect = _uniform(b * k, math.log(ratio[0]), math.log(ratio[1]), gen).exp().view(b, k)
+    eh = (area * aspect).sqrt().round().long()  # (B, K)
+    ew = (area / aspect).sqrt().round().long()
+    fits = (eh >= 1) & (eh <= h) & (ew >= 1) & (ew <= w)
+    first = fits.long().argmax(dim=1, keepdim=True)  # the first draw that fits (0 when none does)
+    apply &= fits.any(dim=1)
+    eh = eh.gather(1, first).squeeze(1).clamp(1, h)  # (B,)
+    ew = ew.gather(1, first).squeeze(1).clamp(1, w)
     y0 = (torch.rand(b, generator=gen, dtype=torch.float64) * (h - eh + 1)).floor().long()
     x0 = (torch.rand(b, generator=gen, dtype=torch.float64) * (w - ew + 1)).floor().long()
     dev = x.device
@@ -112,7 +155,18 @@ def random_erasing(x: torch.Tensor, p: float, gen: torch.Generator, value: float
     in_rows = (rows >= y0[:, None]) & (rows < (y0 + eh)[:, None])  # (B, H)
     in_cols = (cols >= x0[:, None]) & (cols < (x0 + ew)[:, None])  # (B, W)
     mask = in_rows[:, :, None] & in_cols[:, None, :] & apply[:, None, None]  # (B, H, W)
-    return x.masked_fill_(mask[:, None], value)
+    if not noise:
+        return x.masked_fill_(mask[:, None], value)
+    full = mask[:, None].expand(b, c, h, w)
+    fill = torch.randn(int(full.sum()), generator=gen)  # drawn on the CPU generator: the same on every device
+    x[full] = fill.to(device=dev, dtype=x.dtype)
+    return x
+
+
+def erase(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator) -> torch.Tensor:
+    """`random_erasing` with the settings of `spec` (erasing, erasing_scale, erasing_ratio, erasing_value)."""
+    return random_erasing(x, spec.erasing, gen, scale=spec.erasing_scale, ratio=spec.erasing_ratio,
+                          noise=spec.erasing_value == "random")
 
 
 def augment_batch(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator,
@@ -138,5 +192,5 @@ def augment_batch(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator,
         x = _affine(x.to(torch.float32), spec, gen)
     x = normalize_batch(x, mean, std)
     if spec.erasing:
-        x = random_erasing(x, spec.erasing, gen)  # 0 after normalising = the dataset mean
+        x = erase(x, spec, gen)
     return x

@@ -1,20 +1,30 @@
 """imagefolder: data.root/train/<class>/* and data.root/val/<class>/* (the ImageNet layout), any image PIL reads.
 
-Files are checked once when the dataset is loaded; unreadable ones are skipped with one warning that names them
-and gives the count, so an epoch never crashes on a bad file. Per-sample torchvision transforms v2 run in
-DataLoader workers; each sample's random draws come from a seed drawn from (seed, epoch), so the batches do not
-depend on the number of workers.
+Start-up lists the folders without opening a file (folder_index.py, with an optional cached index). Files are
+verified lazily: a corrupt or unreadable file met while training or evaluating is skipped, counted, named once in
+the log and kept in the loader's `skipped` list (fit writes them to summary.json); it never stops a run.
+
+`make_loaders` picks one of two pipelines by `data.memory_budget_gb`. A folder whose decoded images fit is decoded
+once into memory with `eval_preprocess` and then runs through the in-memory pipeline (memory.py). A larger one
+streams through `FolderLoader`: persistent DataLoader workers decode each file and resize it (`eval_preprocess`,
+or a RandomResizedCrop of the full image when the augmentation asks for one); the other augmentations run on the
+batch, on the device, with the in-memory pipeline's code and random draws, so both paths give the same batches
+except for RandomResizedCrop. Each sample's crop is drawn from its own seed, itself drawn from (seed, epoch), so
+the batches do not depend on the number of workers.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from PIL import Image
+from torchvision.transforms.v2 import functional as TF
 
-from ..errors import DataError
-from .augment import AugmentSpec, normalize_batch, random_erasing
+from .augment import AugmentSpec, augment_batch, normalize_batch, resized_crop_box
+from .decode import DEFAULT_DECODER, read_image, reason
+from .folder_index import scan
+from .memory import single_thread
 from .stats import epoch_seed
 from .types import EpochLoader, FileSplit
 
@@ -23,130 +33,106 @@ log = logging.getLogger(__name__)
 MEAN = (0.485, 0.456, 0.406)  # ImageNet's, the usual choice for photographs
 STD = (0.229, 0.224, 0.225)
 EVAL_CROP_RATIO = 0.875  # resize the shorter side to size / 0.875, then center-crop (224 from 256)
+SAMPLE_SEED_STREAM = 1 << 30  # epoch_seed stream of the per-sample seeds, apart from the augmentation streams
 
 
-def locate(root=None) -> tuple[str | None, list[str]]:
-    if not root:
-        return None, ["data.root (not set)"]
-    train = Path(root) / "train"
-    return (str(Path(root)) if train.is_dir() else None), [str(train)]
+def present(root: Path, name: str = "imagefolder") -> bool:
+    return (Path(root) / "train").is_dir()
 
 
-def _readable(path: Path) -> bool:
-    try:
-        with Image.open(path) as im:
-            im.verify()
-        return True
-    except Exception:  # PIL raises many types for bad files
-        return False
-
-
-def scan(folder: Path, classes: list[str] | None = None) -> tuple[list[str], list[tuple[str, int]], list[str]]:
-    """(classes, samples, unreadable files) of one split folder; `classes` given for val (must be known ones)."""
-    if not folder.is_dir():
-        raise DataError(f"no such folder: {folder}")
-    found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not found:
-        raise DataError(f"{folder}: no class folders (expected {folder}/<class>/<image files>)")
-    if classes is None:
-        classes = found
-    else:
-        extra = sorted(set(found) - set(classes))
-        if extra:
-            raise DataError(f"{folder}: classes not in train: {', '.join(extra)}")
-    index = {c: i for i, c in enumerate(classes)}
-    samples, bad = [], []
-    for name in found:
-        files = sorted(p for p in (folder / name).rglob("*") if p.is_file() and not p.name.startswith("."))
-        good = [p for p in files if _readable(p)]
-        bad += [str(p) for p in files if p not in set(good)]
-        if not good:
-            raise DataError(f"{folder / name}: empty class (no readable image files)")
-        samples += [(str(p), index[name]) for p in good]
-    return classes, samples, bad
-
-
-def load(root=None, *, include_test=True):
-    """(train, test (the val folder) or None, classes, root). The val folder is not scanned when include_test=False."""
-    if not root:
-        raise DataError("imagefolder needs data.root: a folder with train/<class>/* and val/<class>/*")
+def read(root, name: str = "imagefolder", *, include_test=True, index_cache: bool = False):
+    """(train, test (the val folder) or None, classes) of data.root (locate.py checks it is set). The val folder is
+    not listed when include_test=False."""
     root = Path(root)
-    classes, train, bad = scan(root / "train")
-    test = None
-    if include_test:
-        _, test_samples, bad_test = scan(root / "val", classes)
-        bad += bad_test
-        test = FileSplit(test_samples)
-    if bad:
-        log.warning("skipped %d unreadable image file(s): %s", len(bad), ", ".join(bad))
-    return FileSplit(train), test, classes, root
+    classes, train = scan(root / "train", index_cache=index_cache)
+    test = FileSplit(scan(root / "val", classes, index_cache=index_cache)[1]) if include_test else None
+    return FileSplit(train), test, classes
 
 
-def build_transform(image_size: tuple[int, int], augment: AugmentSpec | None):
-    """torchvision v2 per-sample transforms: PIL image -> uint8 (3, H, W) tensor (normalised later, on the device)."""
-    from torchvision.transforms import v2
-
+def eval_preprocess(img: torch.Tensor, image_size) -> torch.Tensor:
+    """uint8 (C, H, W) -> uint8 (C, h, w): the shorter side resized to min(h, w) / 0.875 (bilinear, antialiased),
+    then the central (h, w) crop (256 then 224 for ImageNet). The one preprocessing of folder images for
+    evaluation, prediction and the in-memory copy of a folder."""
     h, w = image_size
-    eval_resize = v2.Resize(int(round(min(h, w) / EVAL_CROP_RATIO)), antialias=True)
-    if augment is None or not augment.active:
-        steps = [eval_resize, v2.CenterCrop((h, w))]
-    else:
-        steps = ([v2.RandomResizedCrop((h, w), scale=augment.crop_scale, antialias=True)] if augment.resized_crop
-                 else [eval_resize, v2.CenterCrop((h, w))])
-        if augment.crop_padding:
-            steps.append(v2.RandomCrop((h, w), padding=augment.crop_padding))
-        if augment.hflip:
-            steps.append(v2.RandomHorizontalFlip())
-        if augment.vflip:
-            steps.append(v2.RandomVerticalFlip())
-        if augment.rotation:
-            steps.append(v2.RandomRotation(augment.rotation))
-        if augment.translate:
-            steps.append(v2.RandomAffine(degrees=0, translate=(augment.translate / w, augment.translate / h)))
-    return v2.Compose([*steps, v2.PILToTensor()])
+    img = TF.resize(img, [int(round(min(h, w) / EVAL_CROP_RATIO))], antialias=True)
+    return TF.center_crop(img, [h, w])
 
 
 class FolderDataset(torch.utils.data.Dataset):
-    """Items are indexed by (index, sample_seed); the seed fixes that sample's random transform."""
+    """Item (index, sample_seed) -> (uint8 (3, h, w), label, None), or (None, label, (path, reason)) for a file that
+    cannot be read. With `crop_scale` the image is a RandomResizedCrop of the full file, drawn from `sample_seed`."""
 
-    def __init__(self, split: FileSplit, transform):
-        self.samples = split.samples
-        self.transform = transform
+    def __init__(self, samples: list[tuple[str, int]], image_size, crop_scale=None, decoder: str = DEFAULT_DECODER):
+        self.samples = samples
+        self.image_size = tuple(image_size)
+        self.crop_scale = crop_scale
+        self.decoder = decoder
 
     def __len__(self):
         return len(self.samples)
 
-    def _load(self, index: int, sample_seed: int):
-        path, label = self.samples[index]
-        with Image.open(path) as im:
-            img = im.convert("RGB")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed)
-            return self.transform(img), label
-
     def __getitem__(self, key):
         index, sample_seed = key
-        for step in range(len(self.samples)):  # a file that broke after the check: use the next one
-            i = (index + step) % len(self.samples)
-            try:
-                return self._load(i, sample_seed)
-            except Exception as e:
-                log.warning("skipped unreadable image %s (%s)", self.samples[i][0], e)
-        raise DataError("no readable image left in the dataset")
+        path, label = self.samples[index]
+        try:
+            img = read_image(path, self.decoder)  # uint8 (3, H, W)
+        except Exception as e:  # PIL and libjpeg raise many types for a corrupt or unreadable file
+            return None, label, (path, reason(e))
+        if self.crop_scale is None:
+            return eval_preprocess(img, self.image_size), label, None
+        gen = torch.Generator().manual_seed(sample_seed)
+        top, left, h, w = resized_crop_box(img.shape[-2], img.shape[-1], self.crop_scale, gen)
+        return TF.resized_crop(img, top, left, h, w, list(self.image_size), antialias=True), label, None
+
+
+def collate(items):
+    """(uint8 (B, 3, h, w) of the readable files or None, labels (B,), [(path, reason) of the others])."""
+    good = [(x, y) for x, y, _ in items if x is not None]
+    x = torch.stack([x for x, _ in good]) if good else None
+    y = torch.tensor([y for _, y in good], dtype=torch.int64)
+    return x, y, [bad for _, _, bad in items if bad is not None]
+
+
+class EpochKeys(torch.utils.data.Sampler):
+    """The (index, sample seed) pairs of the current epoch. It runs in the main process, so persistent workers
+    follow a new order as soon as the loader replaces `order` and `seeds`."""
+
+    def __init__(self):
+        self.order = self.seeds = torch.empty(0, dtype=torch.int64)
+
+    def __len__(self):
+        return len(self.order)
+
+    def __iter__(self):
+        for start in range(0, len(self.order), 8192):  # never a Python list of a whole ImageNet epoch
+            yield from zip(self.order[start:start + 8192].tolist(), self.seeds[start:start + 8192].tolist())
 
 
 class FolderLoader(EpochLoader):
-    """Same interface as MemoryLoader: (x float32 normalised (B, 3, H, W), y int64 (B,)) on `device`."""
+    """Same interface as MemoryLoader: (x float32 normalised (B, 3, H, W), y int64 (B,)) on `device`.
+
+    `skipped` lists the unreadable files met so far, each once, in the order met. A batch loses its unreadable
+    files; a training batch left with fewer than two images is dropped (BatchNorm cannot train on one).
+    """
 
     def __init__(self, split: FileSplit, batch_size: int, *, image_size, mean, std, device="cpu",
-                 augment: AugmentSpec | None = None, shuffle: bool = False, seed: int = 0, workers: int = 2):
-        self.dataset = FolderDataset(split, build_transform(tuple(image_size), augment if shuffle else None))
+                 augment: AugmentSpec | None = None, shuffle: bool = False, seed: int = 0, workers: int = 2,
+                 decoder: str = DEFAULT_DECODER):
+        augment = augment if (shuffle and augment is not None and augment.active) else None
+        crop_scale = augment.crop_scale if augment is not None and augment.resized_crop else None
+        if augment is not None:
+            augment = replace(augment, resized_crop=False)  # done per sample, on the full image
+        self.augment = augment if augment is not None and augment.active else None
+        self.dataset = FolderDataset(split.samples, image_size, crop_scale, decoder)
         self.batch_size = int(batch_size)
         self.device = torch.device(device)
-        self.erasing = augment.erasing if (shuffle and augment is not None) else 0.0
         self.shuffle, self.seed, self.epoch, self.workers = shuffle, int(seed), 0, int(workers)
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
+        self.skipped: list[str] = []
+        self._skipped_set: set[str] = set()
+        self._keys = EpochKeys()
+        self._loader = None
         n = len(self.dataset)
         self._num_batches = (n + self.batch_size - 1) // self.batch_size
         if shuffle and self._num_batches > 1 and n % self.batch_size == 1:
@@ -156,17 +142,35 @@ class FolderLoader(EpochLoader):
     def num_samples(self) -> int:
         return len(self.dataset)
 
+    def _dataloader(self):
+        if self._loader is None:  # made once: its workers live as long as this loader
+            self._loader = torch.utils.data.DataLoader(
+                self.dataset, batch_size=self.batch_size, sampler=self._keys, num_workers=self.workers,
+                collate_fn=collate, persistent_workers=self.workers > 0, pin_memory=self.device.type == "cuda")
+        return self._loader
+
+    def _skip(self, bad) -> None:
+        for path, why in bad:
+            if path not in self._skipped_set:
+                self._skipped_set.add(path)
+                self.skipped.append(path)
+                log.warning("skipped unreadable image %s (%s); %d skipped so far", path, why, len(self.skipped))
+
     def __iter__(self):
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         n = len(self.dataset)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
-        order = order[:self._num_batches * self.batch_size].tolist()
-        seeds = torch.randint(0, 2**62, (len(order),), generator=gen).tolist()
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.batch_size, sampler=list(zip(order, seeds)), num_workers=self.workers,
-            pin_memory=self.device.type == "cuda")
-        for x, y in loader:  # x uint8 (B, 3, H, W)
-            x = normalize_batch(x.to(self.device, non_blocking=True), self.mean, self.std)
-            if self.erasing:
-                x = random_erasing(x, self.erasing, gen)
-            yield x, y.to(self.device, dtype=torch.int64)
+        self._keys.order = order[:self._num_batches * self.batch_size]
+        seeds = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, SAMPLE_SEED_STREAM))
+        self._keys.seeds = torch.randint(0, 2**62, (len(self._keys.order),), generator=seeds)
+        for x, y, bad in self._dataloader():  # x uint8 (B, 3, H, W)
+            self._skip(bad)
+            if x is None or (self.shuffle and len(x) < 2):
+                continue
+            x = x.to(self.device, non_blocking=True)
+            with single_thread():
+                if self.augment is not None:
+                    x = augment_batch(x, self.augment, gen, self.mean, self.std)
+                else:
+                    x = normalize_batch(x, self.mean, self.std)
+            yield x, y.to(self.device, non_blocking=True)

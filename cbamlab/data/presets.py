@@ -1,10 +1,20 @@
-"""Augmentation presets per dataset family, resolved to an `AugmentSpec` with per-field overrides."""
+"""Augmentation presets per dataset family, resolved to an `AugmentSpec` with per-field overrides.
+
+"auto" on an image folder follows the image size: small images (<= SMALL_IMAGE_MAX px) get a crop with padding
+(an eighth of the side, CIFAR's 4 px at 32 px) and a horizontal flip; larger ones ImageNet's RandomResizedCrop +
+flip. RandomResizedCrop down to 8 % of a 32 px image crops a small object out of the picture: measured, a 4-class
+shapes folder stayed at 28 % after 2 epochs with it.
+"""
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import fields, replace
 
 from ..errors import ConfigError, unknown
-from .augment import AugmentSpec
+from .augment import ERASING_VALUES, AugmentSpec
+
+log = logging.getLogger(__name__)
 
 PRESETS: dict[str, dict] = {
     "none": {},
@@ -23,9 +33,10 @@ AUTO: dict[str, str] = {
     "fashion_mnist": "fashion",
     "cifar10": "cifar",
     "cifar100": "cifar",
-    "imagefolder": "imagenet",
+    "imagefolder": "by size",  # see _auto_folder
     "synthetic": "none",
 }
+SMALL_IMAGE_MAX = 64  # px (shorter side of the training size)
 
 
 def list_presets() -> list[str]:
@@ -46,27 +57,55 @@ def _coerce(name: str, kind, value):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ConfigError(f"augmentation '{name}' must be a non-negative number, got {value!r}")
         return float(value)
-    # crop_scale: a (min, max) pair of area fractions
+    if kind == "str" or kind is str:  # erasing_value
+        if value not in ERASING_VALUES:
+            raise ConfigError(f"augmentation '{name}' must be one of {', '.join(ERASING_VALUES)}, got {value!r}")
+        return value
+    # crop_scale, erasing_scale: a (min, max) pair of area fractions; erasing_ratio: of aspect ratios
+    high = math.inf if name == "erasing_ratio" else 1
     if (not isinstance(value, (list, tuple)) or len(value) != 2
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-            or not 0 < value[0] <= value[1] <= 1):
-        raise ConfigError(f"augmentation '{name}' must be [min, max] with 0 < min <= max <= 1, got {value!r}")
+            or not 0 < value[0] <= value[1] <= high):
+        bound = "" if high == math.inf else f" <= {high}"
+        raise ConfigError(f"augmentation '{name}' must be [min, max] with 0 < min <= max{bound}, got {value!r}")
     return (float(value[0]), float(value[1]))
 
 
-def resolve_augment(preset: str = "auto", dataset: str | None = None, **overrides) -> AugmentSpec:
-    """The `AugmentSpec` of `preset` ("auto" picks the dataset's family preset), with fields overridden.
+def _auto_folder(image_size) -> tuple[dict, str]:
+    """(preset values, why) of "auto" for an image folder trained at `image_size` (None: the 224 default)."""
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    side = min(image_size) if image_size else 224
+    if side <= SMALL_IMAGE_MAX:
+        pad = max(1, round(side / 8))
+        return ({"crop_padding": pad, "hflip": True},
+                f"crop with {pad}-pixel padding + horizontal flip ({side} px images, <= {SMALL_IMAGE_MAX} px)")
+    lo = AugmentSpec().crop_scale[0]
+    return (dict(PRESETS["imagenet"]),
+            f"RandomResizedCrop (area {lo:.0%}-100 %) + horizontal flip ({side} px images, > {SMALL_IMAGE_MAX} px)")
+
+
+def resolve_augment(preset: str = "auto", dataset: str | None = None, *, image_size=None,
+                    **overrides) -> AugmentSpec:
+    """The `AugmentSpec` of `preset` ("auto" picks the dataset's family preset, by `image_size` (an int or (H, W),
+    the training size) for an image folder), with fields overridden. The choice "auto" makes is logged.
 
     Overrides whose value is None are ignored, so a config can pass every optional field through.
     """
     if preset == "auto":
         if dataset not in AUTO:
             raise unknown("dataset", dataset, AUTO)
-        preset = AUTO[dataset]
-    if preset not in PRESETS:
+        if dataset == "imagefolder":
+            base, why = _auto_folder(image_size)
+        else:
+            base, why = dict(PRESETS[AUTO[dataset]]), f"the '{AUTO[dataset]}' preset"
+        log.info("augment auto for %s: %s", dataset, why)
+    elif preset in PRESETS:
+        base = dict(PRESETS[preset])
+    else:
         raise unknown("augmentation preset", preset, list_presets())
     known = {f.name: f.type for f in fields(AugmentSpec)}
-    values = dict(PRESETS[preset])
+    values = base
     for name, value in overrides.items():
         if value is None:
             continue
