@@ -25,7 +25,8 @@ def _create(name: str, model_cfg, num_classes: int, in_chans: int) -> nn.Module:
 
     return create_model(name, num_classes=num_classes, in_chans=in_chans, reduction=model_cfg.reduction,
                         kernel_size=model_cfg.kernel_size, arrangement=model_cfg.arrangement,
-                        spatial_bn_zero_init=model_cfg.spatial_bn_zero_init, shortcut=model_cfg.shortcut)
+                        spatial_bn_zero_init=model_cfg.spatial_bn_zero_init, shortcut=model_cfg.shortcut,
+                        width=model_cfg.width)
 
 
 def build_model(model_cfg, num_classes: int, in_chans: int, seed: int | None = None) -> nn.Module:

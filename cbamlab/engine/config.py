@@ -33,6 +33,7 @@ class ModelConfig:
     arrangement: str = "channel_first"
     spatial_bn_zero_init: bool = True
     shortcut: Optional[str] = None
+    width: int = 1                     # He et al.'s CIFAR nets: stage widths 16k/32k/64k (WRN-style)
     pretrained: Optional[str] = None   # a weights file whose backbone is loaded (load_backbone)
     num_classes: Optional[int] = None  # None: taken from the dataset; set: must match it
     in_chans: Optional[int] = None     # None: taken from the dataset; set: must match it
@@ -302,6 +303,7 @@ def validate(cfg: Config) -> Config:
     _check(m.kernel_size >= 1 and m.kernel_size % 2 == 1, "model.kernel_size", "must be a positive odd number",
            m.kernel_size)
     _choice("model.arrangement", m.arrangement, ARRANGEMENTS)
+    _check(m.width >= 1, "model.width", "must be >= 1", m.width)
     for k in ("num_classes", "in_chans"):
         v = getattr(m, k)
         _check(v is None or v >= 1, f"model.{k}", "must be >= 1 (or null: from the dataset)", v)

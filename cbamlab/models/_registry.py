@@ -65,13 +65,15 @@ def model_info(name: str) -> ModelInfo:
 
 def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, *, reduction: int = 16,
                  kernel_size: int = 7, arrangement: str = "channel_first", spatial_bn_zero_init: bool = True,
-                 shortcut: str | None = None, pretrained: bool | str | None = None, **kw) -> nn.Module:
+                 shortcut: str | None = None, width: int = 1, pretrained: bool | str | None = None,
+                 **kw) -> nn.Module:
     """Build the registered model `name`.
 
     The attention options (`reduction`, `kernel_size`, `arrangement`, `spatial_bn_zero_init`, and `pool_types`,
     `keep_map` through `kw`) apply to whatever attention the model has: SE uses `reduction` alone and plain
     models ignore them all, so one setting can sweep a whole variant list. `shortcut` is "A" or "B"; None takes
-    the model's default (A for resnet20..110, B otherwise). `pretrained`: True or "torchvision" loads
+    the model's default (A for resnet20..110, B otherwise). `width` (resnet20..110 only) multiplies their
+    stage widths, 16k/32k/64k with the stem at 16 (WRN-style); 1 is the original network. `pretrained`: True or "torchvision" loads
     torchvision's ImageNet weights for the plain twin (needs the network), a path loads a local weights file;
     either goes through `load_backbone`, so attention layers stay newly initialised.
     The model carries `model_name` and `model_info`.
@@ -82,11 +84,12 @@ def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, *, reduc
     extra = sorted(set(kw) - set(ATTN_OPTIONS))
     if extra:
         raise CbamlabError(f"create_model got unknown option(s) {', '.join(extra)}; known: num_classes, in_chans, "
-                           f"shortcut, pretrained, {', '.join(ATTN_OPTIONS)}")
+                           f"shortcut, width, pretrained, {', '.join(ATTN_OPTIONS)}")
     options = dict(reduction=reduction, kernel_size=kernel_size, arrangement=arrangement,
                    spatial_bn_zero_init=spatial_bn_zero_init, **kw)
     attn_layer = get_attn(info.attn, **options)
-    model = builder(num_classes=num_classes, in_chans=in_chans, attn_layer=attn_layer, shortcut=shortcut)
+    model = builder(num_classes=num_classes, in_chans=in_chans, attn_layer=attn_layer, shortcut=shortcut,
+                    width=width)
     model.model_name = name
     model.model_info = info
     if pretrained:

@@ -10,7 +10,8 @@ Three families share one `ResNet` class:
 - CIFAR stem (3x3 stride 1, no max-pool) with the same blocks and widths: cifar_resnet18/34/50.
 - He et al.'s CIFAR nets (6n+2 layers, 16/32/64 channels, 3x3 stem): resnet20..110, shortcut option A
   (parameter-free: subsample by the stride, then zero-pad the new channels) by default, option B (1x1
-  projection + BN) selectable.
+  projection + BN) selectable. `width=k` widens their stages to 16k/32k/64k with the stem kept at 16, as in
+  Zagoruyko and Komodakis's wide ResNets (2016); the names stay the same and width 1 is the original.
 """
 from __future__ import annotations
 
@@ -126,11 +127,13 @@ class ResNet(nn.Module):
     `stem`: "imagenet" (7x7 stride 2 + 3x3 max-pool) or "cifar" (3x3 stride 1, no pool). `widths` are the
     stage widths (block `planes`); the first stage keeps the resolution, each later one halves it.
     `shortcut`: "B" (1x1 projection + BN where shapes change, torchvision's) or "A" (parameter-free).
+    `stem_width`: the stem's output channels (default: the first stage's width).
     """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int],
                  widths: Sequence[int] = (64, 128, 256, 512), *, num_classes: int = 1000, in_chans: int = 3,
-                 stem: str = "imagenet", shortcut: str = "B", attn_layer: AttnFactory | None = None):
+                 stem: str = "imagenet", shortcut: str = "B", attn_layer: AttnFactory | None = None,
+                 stem_width: int | None = None):
         super().__init__()
         num_classes = _positive_int(num_classes, "num_classes")
         in_chans = _positive_int(in_chans, "in_chans")
@@ -144,7 +147,7 @@ class ResNet(nn.Module):
         self.in_chans = in_chans
         self.shortcut = shortcut
         self.stem_type = stem
-        self.inplanes = widths[0]
+        self.inplanes = widths[0] if stem_width is None else _positive_int(stem_width, "stem_width")
         attn_layer = attn_layer or _identity_attn
 
         if stem == "imagenet":
@@ -229,11 +232,17 @@ ARCHS: dict[str, tuple] = {
 
 
 def build_resnet(base: str, *, num_classes: int = 1000, in_chans: int = 3, attn_layer: AttnFactory | None = None,
-                 shortcut: str | None = None) -> ResNet:
-    """Build the architecture `base` (a key of `ARCHS`) with the given attention factory on every block."""
-    block, layers, widths, stem, default_shortcut, _ = ARCHS[base]
-    return ResNet(block, layers, widths, num_classes=num_classes, in_chans=in_chans, stem=stem,
-                  shortcut=shortcut or default_shortcut, attn_layer=attn_layer)
+                 shortcut: str | None = None, width: int = 1) -> ResNet:
+    """Build the architecture `base` (a key of `ARCHS`) with the given attention factory on every block.
+
+    `width` (He et al.'s CIFAR nets only): stage widths times `width`, stem unchanged (WRN-style)."""
+    block, layers, widths, stem, default_shortcut, family = ARCHS[base]
+    width = _positive_int(width, "width")
+    if width != 1 and family != "he2016":
+        raise CbamlabError(f"width={width}: a width multiplier applies to He et al.'s CIFAR nets "
+                           f"(resnet20..resnet110), not to {base}")
+    return ResNet(block, layers, tuple(w * width for w in widths), num_classes=num_classes, in_chans=in_chans,
+                  stem=stem, shortcut=shortcut or default_shortcut, attn_layer=attn_layer, stem_width=widths[0])
 
 
 def _register_all() -> None:
