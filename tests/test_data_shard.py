@@ -56,3 +56,29 @@ def test_a_world_that_does_not_divide_the_batch_is_refused():
 def test_one_process_share_is_the_whole_epoch():
     s = Share(23, 8, 3, train=True)
     assert s.positions.tolist() == list(range(23)) and s.batch_size == 8 and s.num_batches == 3
+
+
+def test_folder_ranks_decode_only_their_share_with_the_single_process_crops(tmp_path):
+    from PIL import Image
+
+    from cbamlab.data.augment import AugmentSpec
+    from cbamlab.data.folder import FolderLoader
+    from cbamlab.data.types import FileSplit
+
+    samples = []
+    for i in range(10):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray((torch.rand(12, 12, 3) * 255).to(torch.uint8).numpy()).save(path)
+        samples.append((str(path), i))
+    spec = AugmentSpec(resized_crop=True, crop_scale=(0.3, 1.0))  # drawn per image, from the image's own seed
+    kw = dict(image_size=(8, 8), mean=(0.5,) * 3, std=(0.25,) * 3, augment=spec, shuffle=True, seed=1, workers=0)
+    one = FolderLoader(FileSplit(samples), 4, **kw)
+    ranks = [FolderLoader(FileSplit(samples), 4, rank=r, world=2, **kw) for r in range(2)]
+    for loader in [one, *ranks]:
+        loader.set_epoch(2)
+    single = list(one)
+    shares = [list(r) for r in ranks]
+    assert [len(s) for s in shares] == [len(single)] * 2 == [3, 3]
+    for k, (x, y) in enumerate(single):  # 10 images in batches of 4: 4, 4, 2; each rank 2, 2, 1
+        assert torch.equal(torch.cat([shares[0][k][1], shares[1][k][1]]), y)
+        assert torch.equal(torch.cat([shares[0][k][0], shares[1][k][0]]), x)

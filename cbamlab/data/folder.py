@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from . import shard
 from .augment import AugmentSpec, augment_batch, normalize_batch, resized_crop_box
 from .decode import DEFAULT_DECODER, read_image, reason
 from .folder_index import scan
@@ -113,11 +114,13 @@ class FolderLoader(EpochLoader):
 
     `skipped` lists the unreadable files met so far, each once, in the order met. A batch loses its unreadable
     files; a training batch left with fewer than two images is dropped (BatchNorm cannot train on one).
+    With `world` > 1 (DDP) rank `rank` reads and decodes only its share (`shard.Share`), each image with the
+    seed it has in one process, and a batch of one is kept (every rank must take the same number of steps).
     """
 
     def __init__(self, split: FileSplit, batch_size: int, *, image_size, mean, std, device="cpu",
                  augment: AugmentSpec | None = None, shuffle: bool = False, seed: int = 0, workers: int = 2,
-                 decoder: str = DEFAULT_DECODER):
+                 decoder: str = DEFAULT_DECODER, rank: int = 0, world: int = 1):
         augment = augment if (shuffle and augment is not None and augment.active) else None
         crop_scale = augment.crop_scale if augment is not None and augment.resized_crop else None
         if augment is not None:
@@ -137,6 +140,8 @@ class FolderLoader(EpochLoader):
         self._num_batches = (n + self.batch_size - 1) // self.batch_size
         if shuffle and self._num_batches > 1 and n % self.batch_size == 1:
             self._num_batches -= 1  # BatchNorm cannot train on a batch of one
+        self.share = shard.Share(n, self.batch_size, self._num_batches, rank, world, train=shuffle)
+        self._num_batches = self.share.num_batches
 
     @property
     def num_samples(self) -> int:
@@ -145,7 +150,7 @@ class FolderLoader(EpochLoader):
     def _dataloader(self):
         if self._loader is None:  # made once: its workers live as long as this loader
             self._loader = torch.utils.data.DataLoader(
-                self.dataset, batch_size=self.batch_size, sampler=self._keys, num_workers=self.workers,
+                self.dataset, batch_size=self.share.batch_size, sampler=self._keys, num_workers=self.workers,
                 collate_fn=collate, persistent_workers=self.workers > 0, pin_memory=self.device.type == "cuda")
         return self._loader
 
@@ -160,12 +165,16 @@ class FolderLoader(EpochLoader):
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         n = len(self.dataset)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
-        self._keys.order = order[:self._num_batches * self.batch_size]
+        self._keys.order = order[:self.share.used]
         seeds = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, SAMPLE_SEED_STREAM))
         self._keys.seeds = torch.randint(0, 2**62, (len(self._keys.order),), generator=seeds)
+        if self.share.world > 1:  # DDP: this rank's share; its batch augmentations from its own stream
+            pos = self.share.positions
+            self._keys.order, self._keys.seeds = self._keys.order[pos], self._keys.seeds[pos]
+            gen.manual_seed(epoch_seed(self.seed, self.epoch, self.share.stream))
         for x, y, bad in self._dataloader():  # x uint8 (B, 3, H, W)
             self._skip(bad)
-            if x is None or (self.shuffle and len(x) < 2):
+            if x is None or (self.shuffle and len(x) < 2 and self.share.world == 1):
                 continue
             x = x.to(self.device, non_blocking=True)
             with single_thread():

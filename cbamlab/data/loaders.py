@@ -51,12 +51,13 @@ def _to_memory(split: FileSplit, name: str, image_size, workers: int, decoder: s
 
 def make_loaders(bundle: DataBundle, batch_size: int, *, augment: AugmentSpec | None, device="cpu", seed: int = 0,
                  eval_batch_size: int | None = None, workers: int = 2, memory_budget_gb: float = MEMORY_BUDGET_GB,
-                 decoder: str = DEFAULT_DECODER) -> Loaders:
+                 decoder: str = DEFAULT_DECODER, rank: int = 0, world: int = 1) -> Loaders:
     """Train loader (shuffled, augmented, `set_epoch`) and eval loaders (fixed order, no augmentation).
 
     An image folder whose decoded images (all splits, at the training size) fit in `memory_budget_gb` is decoded
     once by `workers` threads and then uses the in-memory pipeline, like a tensor dataset; a larger one streams
     from its files with `workers` persistent DataLoader worker processes per loader. The choice is logged.
+    With `world` > 1 (DDP) each loader yields rank `rank`'s share (`shard.Share`; the batch sizes are global).
     """
     eval_bs = eval_batch_size or batch_size
     info = bundle.info
@@ -84,9 +85,10 @@ def make_loaders(bundle: DataBundle, batch_size: int, *, augment: AugmentSpec | 
             return None
         if stream:
             return FolderLoader(split, bs, image_size=info.image_size, mean=info.mean, std=info.std, device=device,
-                                augment=aug, shuffle=shuffle, seed=seed, workers=workers, decoder=decoder)
+                                augment=aug, shuffle=shuffle, seed=seed, workers=workers, decoder=decoder,
+                                rank=rank, world=world)
         loader = MemoryLoader(split, bs, mean=info.mean, std=info.std, device=device, augment=aug, shuffle=shuffle,
-                              seed=seed)
+                              seed=seed, rank=rank, world=world)
         loader.skipped = skipped.get(name, [])
         return loader
 
