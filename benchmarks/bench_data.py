@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from cbamlab._io import write_text  # noqa: E402
 from cbamlab.data import AugmentSpec, load_dataset, make_loaders  # noqa: E402
-from cbamlab.data.idx import locate  # noqa: E402
+from cbamlab.data import locate  # noqa: E402
 
 
 def sync(device):

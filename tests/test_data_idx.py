@@ -1,4 +1,5 @@
-"""IDX reader (MNIST, Fashion-MNIST) on files written in the exact standard format, and on the Debian files."""
+"""IDX reader (MNIST, Fashion-MNIST) on files written in the exact standard format, and on the Debian files.
+Where the files are looked for: test_data_locate.py."""
 import gzip
 import struct
 from pathlib import Path
@@ -84,12 +85,12 @@ def test_lookup_order_root_then_env_then_torchvision_layout(tmp_path, monkeypatc
     assert len(b.train) == 40 and b.info.source == str(tmp_path / "root" / "mnist")
 
 
-def test_not_found_lists_places_and_how_to_get(tmp_path):
+def test_not_found_lists_the_expected_files_and_how_to_get(tmp_path):
     with pytest.raises(DataError) as e:
         load_dataset("mnist", tmp_path / "nowhere")
     msg = str(e.value)
-    assert "mnist not found" in msg and str(tmp_path / "nowhere") in msg and "$CBAMLAB_DATA" in msg
-    assert "download" in msg and "\n" not in msg
+    assert msg.startswith(f"mnist not found in data.root={tmp_path / 'nowhere'}: expected train-images-idx3-ubyte[.gz]")
+    assert "t10k-labels-idx1-ubyte[.gz]" in msg and "data.download: true" in msg and "\n" not in msg
     assert locate("mnist", tmp_path / "nowhere")[0] is None
 
 

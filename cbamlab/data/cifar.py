@@ -1,13 +1,13 @@
 """CIFAR-10 and CIFAR-100 from the standard python batches, read with a restricted unpickler.
 
 The unpickler admits only what those files hold (dicts, lists, strings, numbers and numpy arrays, and the latin-1
-bytes of a Python 3 protocol-2 pickle); a pickle that names any other global is refused before anything in it runs. Any dataset in this format loads; checksums of the
-official release are checked (by torchvision) only when downloading.
+bytes of a Python 3 protocol-2 pickle); a pickle that names any other global is refused before anything in it
+runs. Any dataset in this format loads; checksums of the official release are checked (by torchvision) only when
+downloading. A reader only: locate.py finds the folder.
 """
 from __future__ import annotations
 
 import io
-import logging
 import pickle
 import re
 from pathlib import Path
@@ -16,17 +16,11 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .idx import _notes, download_with, find_folder, search_places
 from .types import TensorSplit
 
-log = logging.getLogger(__name__)
-
-FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
-LABEL_KEYS = {"cifar10": ("labels", "label_names", "batches.meta"), "cifar100": ("fine_labels", "fine_label_names", "meta")}
-HOW_TO_GET = {
-    "cifar10": "unpack cifar-10-python.tar.gz into data.root or $CBAMLAB_DATA/cifar10, or set data.download: true",
-    "cifar100": "unpack cifar-100-python.tar.gz into data.root or $CBAMLAB_DATA/cifar100, or set data.download: true",
-}
+LABEL_KEYS = {"cifar10": ("labels", "label_names", "batches.meta"),
+              "cifar100": ("fine_labels", "fine_label_names", "meta")}
+TEST_FILE = {"cifar10": "test_batch", "cifar100": "test"}
 
 # The numpy functions a pickled ndarray needs, found through numpy itself (their module moved in numpy 2).
 _RECONSTRUCT = np.ndarray((0,)).__reduce__()[0]
@@ -82,20 +76,14 @@ def _train_files(folder: Path, name: str) -> list[Path]:
     return sorted(files, key=lambda p: int(p.name.rsplit("_", 1)[1]))
 
 
-def candidates(name: str, root=None) -> list[Path]:
-    places = search_places(name, root)
-    out = []
-    for p in places:
-        out += [p, p / FOLDERS[name]]
-    return out
+def present(folder: Path, name: str) -> bool:
+    """Whether `folder` holds the training batches."""
+    return bool(_train_files(Path(folder), name))
 
 
-def locate(name: str, root=None) -> tuple[str | None, list[str]]:
-    looked = candidates(name, root)
-    for folder in looked:
-        if _train_files(folder, name):
-            return str(folder), [str(p) for p in looked]
-    return None, _notes(root) + [str(p) for p in looked]
+def expected_files(name: str) -> list[str]:
+    train = "data_batch_1 ... data_batch_5" if name == "cifar10" else "train"
+    return [train, TEST_FILE[name], LABEL_KEYS[name][2]]
 
 
 def read_batch(path, label_key: str, num_classes: int) -> TensorSplit:
@@ -128,24 +116,20 @@ def read_classes(folder: Path, name: str) -> list[str]:
     return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
 
 
-def _download(name: str, root) -> None:
-    import torchvision.datasets as tvd
-
-    download_with(name, root, tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100, trains=(True,))
-
-
-def load(name: str, root=None, *, download=False, include_test=True):
-    """(train, test or None, classes, source folder). The test batch is not opened when include_test=False."""
-    folder = find_folder(name, root, download, locate, _download, HOW_TO_GET[name])
+def read(folder, name: str, *, include_test: bool = True):
+    """(train, test or None, classes) of the batches in `folder`. The test batch is not opened when
+    include_test=False."""
     folder = Path(folder)
     classes = read_classes(folder, name)
     label_key = LABEL_KEYS[name][0]
     parts = [read_batch(p, label_key, len(classes)) for p in _train_files(folder, name)]
+    if not parts:
+        raise DataError(f"{folder}: no training batch ({expected_files(name)[0]})")
     train = TensorSplit(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
     test = None
     if include_test:
-        test_file = folder / ("test_batch" if name == "cifar10" else "test")
+        test_file = folder / TEST_FILE[name]
         if not test_file.is_file():
             raise DataError(f"{folder}: missing the test file {test_file.name}")
         test = read_batch(test_file, label_key, len(classes))
-    return train, test, classes, folder
+    return train, test, classes

@@ -12,15 +12,10 @@ TEST_FRACTION = 0.2
 SPLIT_SEED = 0
 
 
-def locate(root=None) -> tuple[str | None, list[str]]:
-    import sklearn.datasets
-
-    return f"scikit-learn {sklearn.__version__} (embedded)", []
-
-
-def load(root=None, *, download=False, include_test=True):
-    """(train, test or None, classes, source). Values 0..16 are scaled to uint8 0..255."""
-    from sklearn.datasets import load_digits
+def read(source, name: str = "digits", *, include_test: bool = True):
+    """(train, test or None, classes); `source` is locate's description (nothing to open). Values 0..16 are
+    scaled to uint8 0..255."""
+    from sklearn.datasets import load_digits  # heavy; only this dataset needs it
 
     d = load_digits()
     images = np.rint(d.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)  # (N, 8, 8)
@@ -29,4 +24,4 @@ def load(root=None, *, download=False, include_test=True):
     train_idx, test_idx = stratified_split(labels, TEST_FRACTION, SPLIT_SEED)
     full = TensorSplit(images, labels)
     test = full.subset(test_idx) if include_test else None
-    return full.subset(train_idx), test, [str(i) for i in range(10)], locate()[0]
+    return full.subset(train_idx), test, [str(i) for i in range(10)]

@@ -1,11 +1,19 @@
-"""Datasets by name: `{name: DatasetSpec}` and `load_dataset`, which reads, resizes, splits and describes them."""
+"""Datasets by name: `{name: DatasetSpec}` and `load_dataset`, which finds (locate.py), reads (the spec's reader
+module), resizes, splits and describes them.
+
+Every reader module has `read(source, name, *, include_test) -> (train, test or None, classes)`, where `source` is
+what locate.py found; readers of files also have `present(folder, name)` and `expected_files(name)`.
+"""
 from __future__ import annotations
 
 import importlib
 import logging
+import numbers
 from dataclasses import dataclass
 
 from ..errors import DataError, unknown
+from .locate import find, how_to_get
+from .locate import locate as _locate
 from .stats import channel_stats, resize_images, stratified_split
 from .types import DataBundle, DatasetInfo, TensorSplit
 
@@ -14,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What is known about a dataset before reading it; `module` (in cbamlab.data) has `load` and `locate`."""
+    """What is known about a dataset before reading it; `module` (in cbamlab.data) is its reader."""
 
     name: str
     module: str
@@ -23,25 +31,21 @@ class DatasetSpec:
     image_size: tuple[int, int] | None
     train_size: int | None
     test_size: int | None
-    how_to_get: str
     in_memory: bool = True
+
+    @property
+    def how_to_get(self) -> str:
+        return how_to_get(self.name)
 
 
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
-    DatasetSpec("digits", "digits", 10, 1, (8, 8), 1438, 359, "embedded in scikit-learn; nothing to do"),
-    DatasetSpec("mnist", "idx", 10, 1, (28, 28), 60000, 10000,
-                "put the four IDX files (train-images-idx3-ubyte.gz, ...) in data.root or $CBAMLAB_DATA/mnist, "
-                "or set data.download: true"),
-    DatasetSpec("fashion_mnist", "idx", 10, 1, (28, 28), 60000, 10000,
-                "apt install dataset-fashion-mnist, or put the four IDX files in data.root or "
-                "$CBAMLAB_DATA/fashion_mnist, or set data.download: true"),
-    DatasetSpec("cifar10", "cifar", 10, 3, (32, 32), 50000, 10000,
-                "unpack cifar-10-python.tar.gz into data.root or $CBAMLAB_DATA/cifar10, or set data.download: true"),
-    DatasetSpec("cifar100", "cifar", 100, 3, (32, 32), 50000, 10000,
-                "unpack cifar-100-python.tar.gz into data.root or $CBAMLAB_DATA/cifar100, or set data.download: true"),
-    DatasetSpec("imagefolder", "folder", None, 3, (224, 224), None, None,
-                "set data.root to a folder with train/<class>/* and val/<class>/* images", in_memory=False),
-    DatasetSpec("synthetic", "synthetic", 10, 3, (32, 32), 1000, 200, "generated; for tests and benchmarks only"),
+    DatasetSpec("digits", "digits", 10, 1, (8, 8), 1438, 359),
+    DatasetSpec("mnist", "idx", 10, 1, (28, 28), 60000, 10000),
+    DatasetSpec("fashion_mnist", "idx", 10, 1, (28, 28), 60000, 10000),
+    DatasetSpec("cifar10", "cifar", 10, 3, (32, 32), 50000, 10000),
+    DatasetSpec("cifar100", "cifar", 100, 3, (32, 32), 50000, 10000),
+    DatasetSpec("imagefolder", "folder", None, 3, (224, 224), None, None, in_memory=False),
+    DatasetSpec("synthetic", "synthetic", 10, 3, (32, 32), 1000, 200),
 )}
 
 
@@ -55,15 +59,21 @@ def get_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def _module(spec: DatasetSpec):
+def reader(spec: DatasetSpec):
+    """The module that reads `spec`'s format (imported on first use: only the readers in use are loaded)."""
     return importlib.import_module(f"{__package__}.{spec.module}")
 
 
 def locate(name: str, root=None) -> tuple[str | None, list[str]]:
     """(where the dataset would be read from or None, the places looked at), without reading it."""
-    spec = get_spec(name)
-    mod = _module(spec)
-    return mod.locate(root) if spec.module not in ("idx", "cifar") else mod.locate(name, root)
+    return _locate(name, root, reader(get_spec(name)))
+
+
+def check_val_fraction(value, key: str = "val_fraction", error: type[Exception] = DataError) -> float:
+    """The one rule for a validation fraction, asked by `load_dataset` and by the config: a number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) < 1.0:
+        raise error(f"{key}={value!r}: must be in [0, 1) (the fraction of the training set held out)")
+    return float(value)
 
 
 def _size(image_size) -> tuple[int, int] | None:
@@ -81,23 +91,22 @@ def _size(image_size) -> tuple[int, int] | None:
 
 
 def load_dataset(name: str, root=None, *, download: bool = False, image_size=None, val_fraction: float = 0.0,
-                 seed: int = 0, include_test: bool = True) -> DataBundle:
+                 seed: int = 0, include_test: bool = True, index_cache: bool = False) -> DataBundle:
     """Read dataset `name` and return its train, val (carved from train: stratified, seeded) and test splits.
 
     With include_test=False the test files are never opened. `image_size` resizes in-memory sets once at load
     time; for imagefolder it is the training crop and eval size. Mean and std come from the whole training file
-    (before the validation split), so they do not depend on the seed.
+    (before the validation split), so they do not depend on the seed. `index_cache` keeps an image folder's file
+    list in an index file, reread while no directory in the folder changed (folder_index.py).
     """
     spec = get_spec(name)
     size = _size(image_size)
-    if not 0.0 <= float(val_fraction) < 1.0:
-        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    mod = _module(spec)
+    val_fraction = check_val_fraction(val_fraction)
+    mod = reader(spec)
+    source = find(name, root, mod, download_missing=download)
+    extra = {"index_cache": index_cache} if spec.module == "folder" else {}  # an image folder's cached file list
+    train, test, classes = mod.read(source, name, include_test=include_test, **extra)
     if spec.in_memory:
-        if spec.module in ("idx", "cifar"):
-            train, test, classes, source = mod.load(name, root, download=download, include_test=include_test)
-        else:
-            train, test, classes, source = mod.load(root, download=download, include_test=include_test)
         if size is not None:
             train = TensorSplit(resize_images(train.images, size), train.labels)
             test = TensorSplit(resize_images(test.images, size), test.labels) if test is not None else None
@@ -105,7 +114,6 @@ def load_dataset(name: str, root=None, *, download: bool = False, image_size=Non
         in_chans, hw = train.images.shape[1], tuple(train.images.shape[-2:])
     else:
         hw = size or spec.image_size
-        train, test, classes, source = mod.load(root, include_test=include_test)
         in_chans = 3
         mean, std = mod.MEAN, mod.STD
     val = None

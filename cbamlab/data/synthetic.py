@@ -27,12 +27,9 @@ def make_synthetic(num_train: int = 1000, num_test: int = 200, num_classes: int 
     return draw(num_train), draw(num_test)
 
 
-def locate(root=None) -> tuple[str | None, list[str]]:
-    return "generated (seed 0)", []
-
-
-def load(root=None, *, download=False, include_test=True):
+def read(source, name: str = "synthetic", *, include_test: bool = True):
+    """(train, test or None, classes) of the default synthetic set; `source` is locate's description."""
     train, test = make_synthetic(DEFAULTS["num_train"], DEFAULTS["num_test"], DEFAULTS["num_classes"],
                                  DEFAULTS["in_chans"], DEFAULTS["image_size"])
     classes = [f"class{i}" for i in range(DEFAULTS["num_classes"])]
-    return train, (test if include_test else None), classes, locate()[0]
+    return train, (test if include_test else None), classes
