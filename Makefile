@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/cbamlab compare --out runs/demo
+	$(VENV)/bin/cbamlab explain runs/demo --n 32 --out runs/demo/explain
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

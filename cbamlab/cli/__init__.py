@@ -15,7 +15,7 @@ from ..errors import CbamlabError
 
 # Order is the order of `cbamlab --help`.
 COMMAND_MODULES = ("train", "evaluate", "predict", "export", "compare", "report", "tune",
-                   "summary", "datasets")
+                   "explain", "summary", "datasets")
 
 
 class _Parser(argparse.ArgumentParser):
