@@ -1,4 +1,5 @@
-"""train_one_epoch / evaluate on a toy problem: learning, lr per step, bf16 autocast, channels_last, clipping."""
+"""train_one_epoch / evaluate on a toy problem: learning, lr per step, and the effect of each option: clipping
+bounds the step, bf16 autocast runs inside forward, channels_last reaches the model."""
 import pytest
 import torch
 from torch import nn
@@ -51,6 +52,68 @@ def test_training_learns_and_sets_the_lr_every_step(opts):
     assert stats["n"] == 16 * len(data) and stats["lr"] == 0.2 and stats["images_per_s"] > 0
     assert after["loss"] < before["loss"] and after["top1"] > 0.9
     assert sum(map(sum, after["confusion_matrix"])) == 16 * len(data)
+
+
+def _flat(net):
+    return torch.cat([p.detach().flatten().clone() for p in net.parameters()])
+
+
+def _one_step(net, batch, lr, **opts):
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)  # plain SGD: the step is exactly -lr * gradient
+    before = _flat(net)
+    train_one_epoch(net, [batch], opt, lr_at=lambda s: lr, step=0, device=CPU, **opts)
+    return float((_flat(net) - before).norm())
+
+
+def test_grad_clip_bounds_the_step_by_lr_times_clip():
+    def linear():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(32, 3))
+
+    x, y = _data(1)[0]
+    batch = (x * 1e3, y)  # a gradient norm in the thousands
+    net = linear()
+    nn.functional.cross_entropy(net(batch[0]), batch[1]).backward()
+    grad_norm = float(torch.cat([p.grad.flatten() for p in net.parameters()]).norm())
+    lr, clip = 0.1, 0.5
+    assert grad_norm > 100 * clip
+    assert _one_step(linear(), batch, lr) == pytest.approx(lr * grad_norm, rel=1e-4)  # unclipped
+    assert _one_step(linear(), batch, lr, grad_clip=clip) == pytest.approx(lr * clip, rel=1e-4)
+
+
+class _Seen:
+    """Records what the first conv receives and returns during each forward."""
+
+    def __init__(self, net):
+        self.inputs, self.outputs = [], []
+        net[0].register_forward_hook(self.hook)
+
+    def hook(self, module, args, out):
+        self.inputs.append(args[0])
+        self.outputs.append(out)
+
+
+@pytest.mark.parametrize("amp,dtype", [("bf16", torch.bfloat16), ("none", torch.float32)])
+def test_bf16_autocast_is_active_inside_forward(amp, dtype):
+    net, data = _net(), _data(2)
+    seen = _Seen(net)
+    train_one_epoch(net, data, torch.optim.SGD(net.parameters(), lr=0.0), lr_at=lambda s: 0.1, step=0, device=CPU,
+                    amp=amp)
+    evaluate(net, data, device=CPU, amp=amp)
+    assert len(seen.outputs) == 4 and all(out.dtype == dtype for out in seen.outputs)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_reaches_the_model(channels_last):
+    net, data = _net(), _data(2)
+    seen = _Seen(net)
+    train_one_epoch(net, data, torch.optim.SGD(net.parameters(), lr=0.0), lr_at=lambda s: 0.1, step=0, device=CPU,
+                    channels_last=channels_last)
+    evaluate(net, data, device=CPU, channels_last=channels_last)
+    assert len(seen.inputs) == 4
+    for t in seen.inputs + seen.outputs:  # (B, C, H, W) with C > 1: the two layouts differ
+        assert t.is_contiguous(memory_format=torch.channels_last) is channels_last
+        assert t.is_contiguous() is not channels_last
 
 
 def test_evaluate_matches_a_direct_computation():
