@@ -1,4 +1,6 @@
 """Batch augmentations: shapes and ranges kept, reproducible from the seed, crops and flips really move pixels."""
+import logging
+
 import pytest
 import torch
 
@@ -117,3 +119,20 @@ def test_presets_auto_overrides_and_errors():
                 {"crop_scale": [0.5, 0.2]}, {"rotation": "ten"}):
         with pytest.raises(ConfigError):
             resolve_augment("none", "cifar10", **bad)
+
+
+def test_auto_on_an_image_folder_follows_the_image_size(caplog):
+    with caplog.at_level(logging.INFO, logger="cbamlab.data"):
+        small = resolve_augment("auto", "imagefolder", image_size=32)
+        tiny = resolve_augment("auto", "imagefolder", image_size=(12, 20))
+        edge = resolve_augment("auto", "imagefolder", image_size=64)
+        large = resolve_augment("auto", "imagefolder", image_size=(224, 224))
+        default = resolve_augment("auto", "imagefolder")
+    assert small == AugmentSpec(crop_padding=4, hflip=True)  # CIFAR's pad-4 crop + flip at 32 px
+    assert tiny == AugmentSpec(crop_padding=2, hflip=True) and edge == AugmentSpec(crop_padding=8, hflip=True)
+    assert large == default == AugmentSpec(resized_crop=True, hflip=True)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert "augment auto for imagefolder: crop with 4-pixel padding + horizontal flip (32 px" in msgs[0]
+    assert "RandomResizedCrop (area 8-100 %) + horizontal flip (224 px" in msgs[3]
+    assert resolve_augment("auto", "imagefolder", image_size=32, hflip=False) == AugmentSpec(crop_padding=4)
+    assert resolve_augment("none", "imagefolder", image_size=32) == AugmentSpec()

@@ -82,7 +82,7 @@ def _auto_folder(image_size) -> tuple[dict, str]:
                 f"crop with {pad}-pixel padding + horizontal flip ({side} px images, <= {SMALL_IMAGE_MAX} px)")
     lo = AugmentSpec().crop_scale[0]
     return (dict(PRESETS["imagenet"]),
-            f"RandomResizedCrop (area {lo:.0%}-100 %) + horizontal flip ({side} px images, > {SMALL_IMAGE_MAX} px)")
+            f"RandomResizedCrop (area {lo * 100:g}-100 %) + horizontal flip ({side} px images, > {SMALL_IMAGE_MAX} px)")
 
 
 def resolve_augment(preset: str = "auto", dataset: str | None = None, *, image_size=None,
