@@ -6,6 +6,7 @@ any variant.
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import logging
 from dataclasses import dataclass
@@ -15,23 +16,23 @@ from torch import nn
 
 from ..errors import CbamlabError, unknown
 from .attention import get_attn
+from .options import ATTN_OPTIONS, AttnOptions
+from .weights import load_backbone
 
 log = logging.getLogger(__name__)
 
 ATTN_SUFFIXES = {"none": "", "se": "_se", "cbam": "_cbam"}
-ATTN_OPTIONS = ("reduction", "kernel_size", "arrangement", "spatial_bn_zero_init", "pool_types", "keep_map")
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     """name; base: the plain twin's name; attn: "none" | "se" | "cbam"; family: "imagenet" (7x7 stem),
-    "cifar" (3x3 stem, ImageNet widths) or "he2016" (He et al.'s 6n+2 CIFAR nets); default_shortcut: "A" | "B"."""
+    "cifar" (3x3 stem, ImageNet widths) or "he2016" (He et al.'s 6n+2 CIFAR nets)."""
 
     name: str
     base: str
     attn: str
     family: str
-    default_shortcut: str = "B"
 
 
 # name -> (builder(num_classes, in_chans, attn_layer, shortcut) -> nn.Module, info)
@@ -65,13 +66,15 @@ def model_info(name: str) -> ModelInfo:
 
 def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, *, reduction: int = 16,
                  kernel_size: int = 7, arrangement: str = "channel_first", spatial_bn_zero_init: bool = True,
-                 shortcut: str | None = None, width: int = 1, pretrained: bool | str | None = None,
-                 **kw) -> nn.Module:
+                 attn_impl: str = "fast", shortcut: str | None = None, width: int = 1,
+                 pretrained: bool | str | None = None, attn: AttnOptions | None = None, **kw) -> nn.Module:
     """Build the registered model `name`.
 
-    The attention options (`reduction`, `kernel_size`, `arrangement`, `spatial_bn_zero_init`, and `pool_types`,
-    `keep_map` through `kw`) apply to whatever attention the model has: SE uses `reduction` alone and plain
-    models ignore them all, so one setting can sweep a whole variant list. `shortcut` is "A" or "B"; None takes
+    The attention options (`reduction`, `kernel_size`, `arrangement`, `spatial_bn_zero_init`, `attn_impl`, and
+    `pool_types`, `keep_map` through `kw`) apply to whatever attention the model has: SE uses `reduction` alone
+    and plain models ignore them all, so one setting can sweep a whole variant list. `attn=AttnOptions(...)`
+    gives them all at once (the keywords then only override what `kw` names). `attn_impl` is "fast" (default)
+    or "reference": the same CBAM (math, parameters, state_dict) computed two ways. `shortcut` is "A" or "B"; None takes
     the model's default (A for resnet20..110, B otherwise). `width` (resnet20..110 only) multiplies their
     stage widths, 16k/32k/64k with the stem at 16 (WRN-style); 1 is the original network. `pretrained`: True or "torchvision" loads
     torchvision's ImageNet weights for the plain twin (needs the network), a path loads a local weights file;
@@ -84,17 +87,18 @@ def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, *, reduc
     extra = sorted(set(kw) - set(ATTN_OPTIONS))
     if extra:
         raise CbamlabError(f"create_model got unknown option(s) {', '.join(extra)}; known: num_classes, in_chans, "
-                           f"shortcut, width, pretrained, {', '.join(ATTN_OPTIONS)}")
-    options = dict(reduction=reduction, kernel_size=kernel_size, arrangement=arrangement,
-                   spatial_bn_zero_init=spatial_bn_zero_init, **kw)
-    attn_layer = get_attn(info.attn, **options)
+                           f"shortcut, width, pretrained, attn, {', '.join(ATTN_OPTIONS)}")
+    if attn is None:
+        attn = AttnOptions(reduction=reduction, kernel_size=kernel_size, arrangement=arrangement,
+                           spatial_bn_zero_init=spatial_bn_zero_init, attn_impl=attn_impl, **kw)
+    elif kw:
+        attn = AttnOptions.from_kwargs(**{**dataclasses.asdict(attn), **kw})
+    attn_layer = get_attn(info.attn, attn)
     model = builder(num_classes=num_classes, in_chans=in_chans, attn_layer=attn_layer, shortcut=shortcut,
                     width=width)
     model.model_name = name
     model.model_info = info
     if pretrained:
-        from .weights import load_backbone
-
         source = "torchvision" if pretrained is True else pretrained
         report = load_backbone(model, source)
         log.info("%s: loaded backbone from %s; %s", name, source, report.describe())

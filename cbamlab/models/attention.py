@@ -6,41 +6,39 @@ F' = Mc(F) * F, F'' = Ms(F') * F'. The layer shapes follow the authors' referenc
 no bias) + BatchNorm2d(1) for the spatial gate. SE (Hu et al., CVPR 2018) is the channel gate with average
 pooling alone, the rival baseline of the paper.
 
+The modules here are the readable reference. `CBAM(attn_impl="fast")` (the default) computes the same
+function with the same parameters through `attention_fast`, which a test holds equal to this reference
+(outputs and every gradient). Max pooling sends the whole gradient of a tie to the first maximum (lowest
+channel index, first position in row-major order): both implementations pool with `max(dim).values`.
+
 Every gate can keep its last attention map (`keep_map = True`, off by default) in `last_map`, detached,
 for visualisation.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CbamlabError, unknown
+from .attention_fast import cbam_forward
+from .options import ARRANGEMENTS, ATTN_IMPLS, POOL_TYPES, AttnOptions, odd_kernel, positive_int
 
-POOL_TYPES = ("avg", "max", "lp", "lse")
-ARRANGEMENTS = ("channel_first", "spatial_first", "parallel")
+__all__ = ["ChannelGate", "SpatialGate", "CBAM", "SE", "get_attn", "list_attn", "no_attention", "set_attn_impl",
+           "AttnOptions", "ARRANGEMENTS", "ATTN_IMPLS", "POOL_TYPES"]
 
 
 def _hidden_units(channels: int, reduction: int) -> int:
-    if not isinstance(reduction, int) or isinstance(reduction, bool) or reduction < 1:
-        raise CbamlabError(f"attention reduction must be a positive integer, got {reduction!r}")
-    if not isinstance(channels, int) or channels < 1:
-        raise CbamlabError(f"attention channel count must be a positive integer, got {channels!r}")
+    reduction = positive_int(reduction, "attention reduction")
+    channels = positive_int(channels, "attention channel count")
     hidden = channels // reduction
     if hidden < 1:
         raise CbamlabError(f"attention reduction {reduction} leaves no hidden unit for {channels} channels "
                            f"({channels} // {reduction} = 0); use a reduction of at most {channels}")
     return hidden
-
-
-def _check_kernel(kernel_size) -> int:
-    if not isinstance(kernel_size, int) or isinstance(kernel_size, bool) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise CbamlabError(f"spatial attention kernel size must be a positive odd integer (3 or 7 in the paper), "
-                           f"got {kernel_size!r}")
-    return kernel_size
 
 
 class _KeepsMap(nn.Module):
@@ -66,13 +64,7 @@ class ChannelGate(_KeepsMap):
     def __init__(self, channels: int, reduction: int = 16, pool_types=("avg", "max"), keep_map: bool = False):
         super().__init__(keep_map)
         hidden = _hidden_units(channels, reduction)
-        pool_types = tuple(pool_types)
-        if not pool_types:
-            raise CbamlabError("channel attention needs at least one pool type")
-        for p in pool_types:
-            if p not in POOL_TYPES:
-                raise unknown("pool type", p, POOL_TYPES)
-        self.pool_types = pool_types
+        self.pool_types = AttnOptions(pool_types=pool_types).pool_types  # checked
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
 
     @staticmethod
@@ -80,7 +72,7 @@ class ChannelGate(_KeepsMap):
         if kind == "avg":
             return x.mean(dim=(2, 3))
         if kind == "max":
-            return x.amax(dim=(2, 3))
+            return x.flatten(2).max(dim=2).values  # a tie's gradient goes to the first maximum
         if kind == "lp":
             return x.pow(2).sum(dim=(2, 3)).sqrt()
         return torch.logsumexp(x.flatten(2), dim=2)  # "lse"
@@ -97,23 +89,29 @@ class SpatialGate(_KeepsMap):
     """Spatial attention: channel-wise max and mean maps, a k x k conv (2 -> 1, no bias), BN, sigmoid -> (B, 1, H, W).
 
     `bn_zero_init` starts the BN's gamma at zero, as the authors' code does, so every position is first scaled
-    by sigmoid(0) = 0.5 and the gate learns away from uniform; the model's weight init keeps this choice.
+    by sigmoid(0) = 0.5 and the gate learns away from uniform. `init_weights` sets it; the model's weight
+    init calls it after its generic pass, so the choice survives.
     """
 
     def __init__(self, kernel_size: int = 7, bn_zero_init: bool = True, keep_map: bool = False):
         super().__init__(keep_map)
-        kernel_size = _check_kernel(kernel_size)
+        kernel_size = odd_kernel(kernel_size)
         self.bn_zero_init = bn_zero_init
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.bn = nn.BatchNorm2d(1)
-        self.reset_bn()
+        self.init_weights()
 
-    def reset_bn(self) -> None:
+    def init_weights(self) -> None:
         nn.init.constant_(self.bn.weight, 0.0 if self.bn_zero_init else 1.0)
         nn.init.zeros_(self.bn.bias)
 
+    @staticmethod
+    def _pool(x: torch.Tensor) -> torch.Tensor:
+        channel_max = x.max(dim=1, keepdim=True).values  # a tie's gradient goes to the first maximum
+        return torch.cat([channel_max, x.mean(dim=1, keepdim=True)], dim=1)  # (B, 2, H, W)
+
     def attention(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)  # (B, 2, H, W)
+        pooled = self._pool(x)
         return self._keep(torch.sigmoid(self.bn(self.conv(pooled))))  # (B, 1, H, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,20 +123,27 @@ class CBAM(nn.Module):
 
     `arrangement` gives the ablation of the paper's Table 3: "channel_first" (F'' = Ms(Mc(F) F) Mc(F) F),
     "spatial_first" (the spatial gate first), "parallel" (both maps computed from F: F'' = Mc(F) Ms(F) F).
-    `spatial=False` leaves channel attention alone.
+    `spatial=False` leaves channel attention alone. `attn_impl`: "fast" (default) or "reference", the same
+    function and parameters (see `attention_fast`); it can be changed at any time (`set_attn_impl`).
     """
 
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7,
                  arrangement: str = "channel_first", spatial: bool = True, spatial_bn_zero_init: bool = True,
-                 pool_types=("avg", "max"), keep_map: bool = False):
+                 pool_types=("avg", "max"), keep_map: bool = False, attn_impl: str = "fast"):
         super().__init__()
-        if arrangement not in ARRANGEMENTS:
-            raise unknown("CBAM arrangement", arrangement, ARRANGEMENTS)
+        AttnOptions(arrangement=arrangement, attn_impl=attn_impl)  # checks both
         self.arrangement = arrangement
+        self.attn_impl = attn_impl
         self.channel = ChannelGate(channels, reduction, pool_types, keep_map=keep_map)
         self.spatial = SpatialGate(kernel_size, spatial_bn_zero_init, keep_map=keep_map) if spatial else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.attn_impl == "fast":
+            return cbam_forward(self, x)
+        return self.forward_reference(x)
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The paper's formula, step by step (the spec the fast path is tested against)."""
         if self.spatial is None:
             return self.channel(x)
         if self.arrangement == "channel_first":
@@ -163,16 +168,18 @@ class SE(_KeepsMap):
         return x * self.attention(x)
 
 
-def _none(channels: int) -> nn.Module:
+def no_attention(channels: int) -> nn.Module:
+    """The attention factory of plain models: nothing (an `nn.Identity`, no parameters)."""
     return nn.Identity()
 
 
-# name -> (builder taking the channel count first, the keyword options it accepts)
+# name -> (builder taking the channel count first, the AttnOptions fields it accepts)
 _ATTN: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {
-    "none": (_none, ()),
+    "none": (no_attention, ()),
     "se": (SE, ("reduction", "keep_map")),
-    "cbam": (CBAM, ("reduction", "kernel_size", "arrangement", "spatial_bn_zero_init", "pool_types", "keep_map")),
-    "channel": (functools.partial(CBAM, spatial=False), ("reduction", "pool_types", "keep_map")),
+    "cbam": (CBAM, ("reduction", "kernel_size", "arrangement", "spatial_bn_zero_init", "pool_types", "keep_map",
+                    "attn_impl")),
+    "channel": (functools.partial(CBAM, spatial=False), ("reduction", "pool_types", "keep_map", "attn_impl")),
 }
 
 
@@ -180,27 +187,29 @@ def list_attn() -> list[str]:
     return sorted(_ATTN)
 
 
-def get_attn(name: str | None, **options) -> Callable[[int], nn.Module]:
+def get_attn(name: str | None, options: AttnOptions | None = None, **overrides) -> Callable[[int], nn.Module]:
     """A factory `channels -> module` for the attention `name` ("none", "se", "cbam", "channel").
 
-    `options` (reduction, kernel_size, arrangement, spatial_bn_zero_init, pool_types, keep_map) apply where the
-    attention has them and are ignored otherwise, so one setting can sweep a whole list of variants. Options
-    that do not depend on the channel count are checked here, before any model is built.
+    The options (an `AttnOptions`, and/or its fields as keywords: reduction, kernel_size, arrangement,
+    spatial_bn_zero_init, pool_types, keep_map, attn_impl) apply where the attention has them and are ignored
+    otherwise, so one setting can sweep a whole list of variants. They are all checked here, before any model
+    is built (the channel count is checked by the factory).
     """
     name = "none" if name is None else name
     if name not in _ATTN:
         raise unknown("attention", name, _ATTN)
-    allowed_all = {"reduction", "kernel_size", "arrangement", "spatial_bn_zero_init", "pool_types", "keep_map"}
-    extra = sorted(set(options) - allowed_all)
-    if extra:
-        raise CbamlabError(f"unknown attention option(s) {', '.join(extra)}; known: {', '.join(sorted(allowed_all))}")
-    if "kernel_size" in options:
-        _check_kernel(options["kernel_size"])
-    if "arrangement" in options and options["arrangement"] not in ARRANGEMENTS:
-        raise unknown("CBAM arrangement", options["arrangement"], ARRANGEMENTS)
-    if "reduction" in options:
-        r = options["reduction"]
-        if not isinstance(r, int) or isinstance(r, bool) or r < 1:
-            raise CbamlabError(f"attention reduction must be a positive integer, got {r!r}")
+    if options is None:
+        options = AttnOptions.from_kwargs(**overrides)
+    elif overrides:
+        options = AttnOptions.from_kwargs(**{**dataclasses.asdict(options), **overrides})
     builder, accepted = _ATTN[name]
-    return functools.partial(builder, **{k: v for k, v in options.items() if k in accepted})
+    return functools.partial(builder, **options.pick(accepted))
+
+
+def set_attn_impl(model: nn.Module, impl: str) -> int:
+    """Switch every CBAM in `model` to `impl` ("fast" or "reference"); returns how many were switched."""
+    AttnOptions(attn_impl=impl)
+    modules = [m for m in model.modules() if isinstance(m, CBAM)]
+    for m in modules:
+        m.attn_impl = impl
+    return len(modules)

@@ -13,8 +13,10 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import CbamlabError
+from .attention import CBAM, set_attn_impl
 
 COUNTED_OPS = "convolutions and linear layers (matmul/addmm); not batch norm, activations, pooling or element-wise products"
 
@@ -55,14 +57,17 @@ def _dummy_input(model: nn.Module, input_size) -> torch.Tensor:
 
 
 class _EvalNoGrad:
-    """Eval mode and no autograd for the duration; restores the model's training flags after."""
+    """Eval mode, no autograd and the reference attention for the duration (the counts are the model's, not
+    those of the fast path's matrix products); restores the model's training flags and implementations after."""
 
     def __init__(self, model: nn.Module):
         self.model = model
 
     def __enter__(self):
         self.modes = [(m, m.training) for m in self.model.modules()]
+        self.impls = [(m, m.attn_impl) for m in self.model.modules() if isinstance(m, CBAM)]
         self.model.eval()
+        set_attn_impl(self.model, "reference")
         self.no_grad = torch.no_grad()
         self.no_grad.__enter__()
 
@@ -70,6 +75,8 @@ class _EvalNoGrad:
         self.no_grad.__exit__(*exc)
         for m, mode in self.modes:
             m.training = mode
+        for m, impl in self.impls:
+            m.attn_impl = impl
 
 
 def _run(model: nn.Module, x: torch.Tensor) -> None:
@@ -86,8 +93,6 @@ def count_macs(model: nn.Module, input_size=(3, 224, 224)) -> int:
     Counted with torch's FlopCounterMode as FLOPs / 2: convolutions and linear layers only; batch norm,
     activations, pooling and element-wise products (the attention's rescaling) are not counted.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     x = _dummy_input(model, input_size)
     with _EvalNoGrad(model):
         counter = FlopCounterMode(display=False)
@@ -116,8 +121,6 @@ def _stages(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
 
 def stage_table(model: nn.Module, input_size=(3, 224, 224)) -> list[StageRow]:
     """One row per stage (stem, layer1..N, head): output shape for one image, parameters and MACs."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     x = _dummy_input(model, input_size)
     stages = _stages(model)
     shapes: dict[str, tuple[int, ...]] = {}

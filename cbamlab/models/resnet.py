@@ -15,21 +15,19 @@ Three families share one `ResNet` class:
 """
 from __future__ import annotations
 
-import operator
+import functools
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import CbamlabError
-from .attention import SpatialGate
+from ._registry import ATTN_SUFFIXES, ModelInfo, register_model
+from .attention import no_attention
+from .options import positive_int
 
 AttnFactory = Callable[[int], nn.Module]
 SHORTCUTS = ("A", "B")
-
-
-def _identity_attn(channels: int) -> nn.Module:
-    return nn.Identity()
 
 
 def conv3x3(inplanes: int, planes: int, stride: int = 1) -> nn.Conv2d:
@@ -38,17 +36,6 @@ def conv3x3(inplanes: int, planes: int, stride: int = 1) -> nn.Conv2d:
 
 def conv1x1(inplanes: int, planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False)
-
-
-def _positive_int(value, what: str) -> int:
-    """`value` as an int (numpy integers too), or an error naming `what`; bools and floats are refused."""
-    try:
-        number = operator.index(value)
-    except TypeError:
-        number = None
-    if number is None or isinstance(value, bool) or number < 1:
-        raise CbamlabError(f"{what} must be a positive integer, got {value!r}")
-    return number
 
 
 class PadShortcut(nn.Module):
@@ -74,7 +61,7 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 attn_layer: AttnFactory = _identity_attn):
+                 attn_layer: AttnFactory = no_attention):
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -83,7 +70,6 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.attn = attn_layer(planes * self.expansion)
         self.downsample = downsample
-        self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -99,7 +85,7 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 attn_layer: AttnFactory = _identity_attn):
+                 attn_layer: AttnFactory = no_attention):
         super().__init__()
         self.conv1 = conv1x1(inplanes, planes)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -110,7 +96,6 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.attn = attn_layer(planes * self.expansion)
         self.downsample = downsample
-        self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -135,8 +120,8 @@ class ResNet(nn.Module):
                  stem: str = "imagenet", shortcut: str = "B", attn_layer: AttnFactory | None = None,
                  stem_width: int | None = None):
         super().__init__()
-        num_classes = _positive_int(num_classes, "num_classes")
-        in_chans = _positive_int(in_chans, "in_chans")
+        num_classes = positive_int(num_classes, "num_classes")
+        in_chans = positive_int(in_chans, "in_chans")
         shortcut = str(shortcut).upper()
         if shortcut not in SHORTCUTS:
             raise CbamlabError(f"unknown shortcut option '{shortcut}'; known: A (zero-padding identity), "
@@ -146,9 +131,8 @@ class ResNet(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.shortcut = shortcut
-        self.stem_type = stem
-        self.inplanes = widths[0] if stem_width is None else _positive_int(stem_width, "stem_width")
-        attn_layer = attn_layer or _identity_attn
+        self.inplanes = widths[0] if stem_width is None else positive_int(stem_width, "stem_width")
+        attn_layer = attn_layer or no_attention
 
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_chans, self.inplanes, 7, stride=2, padding=3, bias=False)
@@ -180,9 +164,9 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def _init_weights(self) -> None:
-        """As the authors' code: Kaiming (fan-out) convs, BN gamma 1 and beta 0, except the spatial gate's BN,
-        whose gamma starts at 0 when it was built with `bn_zero_init` (their default). Linear layers keep
-        PyTorch's default init (as torchvision)."""
+        """As the authors' code: Kaiming (fan-out) convs, BN gamma 1 and beta 0; Linear layers keep PyTorch's
+        default init (as torchvision). Then every submodule with its own `init_weights()` applies it, so a layer
+        keeps its own choice (the spatial gate's BN starts at gamma 0 when built with `bn_zero_init`)."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -190,8 +174,8 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         for m in self.modules():
-            if isinstance(m, SpatialGate):
-                m.reset_bn()
+            if m is not self and callable(getattr(m, "init_weights", None)):
+                m.init_weights()
 
     def stage_names(self) -> list[str]:
         return [f"layer{i}" for i in range(1, self.num_stages + 1)]
@@ -237,7 +221,7 @@ def build_resnet(base: str, *, num_classes: int = 1000, in_chans: int = 3, attn_
 
     `width` (He et al.'s CIFAR nets only): stage widths times `width`, stem unchanged (WRN-style)."""
     block, layers, widths, stem, default_shortcut, family = ARCHS[base]
-    width = _positive_int(width, "width")
+    width = positive_int(width, "width")
     if width != 1 and family != "he2016":
         raise CbamlabError(f"width={width}: a width multiplier applies to He et al.'s CIFAR nets "
                            f"(resnet20..resnet110), not to {base}")
@@ -246,13 +230,9 @@ def build_resnet(base: str, *, num_classes: int = 1000, in_chans: int = 3, attn_
 
 
 def _register_all() -> None:
-    import functools
-
-    from ._registry import ATTN_SUFFIXES, ModelInfo, register_model
-
     for base, spec in ARCHS.items():
         for attn, suffix in ATTN_SUFFIXES.items():
-            info = ModelInfo(name=base + suffix, base=base, attn=attn, family=spec[5], default_shortcut=spec[4])
+            info = ModelInfo(name=base + suffix, base=base, attn=attn, family=spec[5])
             register_model(info, functools.partial(build_resnet, base))
 
 
