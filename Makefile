@@ -21,6 +21,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_folder.py
 
 clean:
 	rm -rf runs .pytest_cache
