@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from cbamlab.data import decode, load_dataset, make_loaders, resolve_augment
-from cbamlab.data.folder import FolderLoader
+from cbamlab.data.folder import FolderDataset, FolderLoader
 from cbamlab.data.loaders import decoded_bytes
 from cbamlab.data.memory import MemoryLoader
 from cbamlab.errors import DataError
@@ -166,3 +166,14 @@ def test_a_split_with_no_readable_image_is_an_error(tmp_path):
     b = load_dataset("imagefolder", tmp_path, image_size=8, include_test=False)
     with pytest.raises(DataError, match="no readable image in the train split"):
         make_loaders(b, 2, augment=None, workers=0)
+
+
+def test_dataset_keeps_paths_compactly_and_gives_them_back(tmp_path):
+    make_tree(tmp_path, splits=("train",))
+    Image.new("RGB", (5, 7), (250, 10, 10)).save(tmp_path / "train" / "dog" / "chat é 1.png")
+    b = load_dataset("imagefolder", tmp_path, image_size=4, include_test=False)
+    ds = FolderDataset(b.train.samples, (4, 4))
+    assert len(ds) == 14 and [ds.sample(i) for i in range(len(ds))] == b.train.samples
+    i = [p for p, _ in b.train.samples].index(str(tmp_path / "train" / "dog" / "chat é 1.png"))
+    x, label, bad = ds[(i, 0)]
+    assert bad is None and label == 1 and x.shape == (3, 4, 4) and x[0].min() >= 240 and x[1].max() <= 20

@@ -15,9 +15,11 @@ the batches do not depend on the number of workers.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
@@ -61,20 +63,31 @@ def eval_preprocess(img: torch.Tensor, image_size) -> torch.Tensor:
 
 class FolderDataset(torch.utils.data.Dataset):
     """Item (index, sample_seed) -> (uint8 (3, h, w), label, None), or (None, label, (path, reason)) for a file that
-    cannot be read. With `crop_scale` the image is a RandomResizedCrop of the full file, drawn from `sample_seed`."""
+    cannot be read. With `crop_scale` the image is a RandomResizedCrop of the full file, drawn from `sample_seed`.
+
+    The paths are kept as one bytes object and an offsets array, not a list of Python strings: a forked worker
+    that reads a list touches every item's reference count and so copies its pages, which at ImageNet's 1.28 M
+    files grows each worker by the size of the list over an epoch (pytorch/pytorch#13246)."""
 
     def __init__(self, samples: list[tuple[str, int]], image_size, crop_scale=None, decoder: str = DEFAULT_DECODER):
-        self.samples = samples
+        encoded = [os.fsencode(path) for path, _ in samples]
+        self._paths = b"".join(encoded)
+        self._offsets = np.cumsum([0] + [len(e) for e in encoded], dtype=np.int64)
+        self._labels = np.array([label for _, label in samples], dtype=np.int64)
         self.image_size = tuple(image_size)
         self.crop_scale = crop_scale
         self.decoder = decoder
 
     def __len__(self):
-        return len(self.samples)
+        return len(self._labels)
+
+    def sample(self, index: int) -> tuple[str, int]:
+        start, stop = self._offsets[index], self._offsets[index + 1]
+        return os.fsdecode(self._paths[start:stop]), int(self._labels[index])
 
     def __getitem__(self, key):
         index, sample_seed = key
-        path, label = self.samples[index]
+        path, label = self.sample(index)
         try:
             img = read_image(path, self.decoder)  # uint8 (3, H, W)
         except Exception as e:  # PIL and libjpeg raise many types for a corrupt or unreadable file
