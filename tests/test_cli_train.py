@@ -1,20 +1,29 @@
 """The commands train, eval, predict, export: results, and bad input as one `error:` line with exit status 2."""
+import contextlib
+import io
 import json
+import re
 import subprocess
 import sys
 
 import pytest
+import yaml
 from PIL import Image
 
 from cbamlab.cli import main
+from cbamlab.engine import fit, load_config
 
 QUICK = ["--set", "train.epochs=2", "--set", "train.batch_size=128", "--set", "train.threads=1"]
+PRINTED = {}
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["train", "--quiet", "--out", str(out), *QUICK]) == 0
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(["train", "--quiet", "--out", str(out), *QUICK]) == 0
+    PRINTED["train"] = stdout.getvalue()
     return out
 
 
@@ -27,9 +36,13 @@ def _error(capsys, argv, *words):
     return err
 
 
-def test_train_prints_the_result_and_writes_the_run(run_dir, capsys):
+def test_train_prints_the_result_and_writes_the_run(run_dir):
     s = json.loads((run_dir / "summary.json").read_text())
     assert s["model"] == "resnet20_cbam" and s["dataset"] == "digits" and s["epochs"] == 2
+    printed = PRINTED["train"].splitlines()
+    assert len(printed) == 1  # --quiet: the result line only
+    assert re.fullmatch(rf"resnet20_cbam on digits: test top-1 {100 * s['top1']:.2f} %  top-5 {100 * s['top5']:.2f} %"
+                        rf"  \(2 epochs, [0-9.]+ s, [0-9]+ img/s\)  run: {re.escape(str(run_dir))}", printed[0])
 
 
 def test_eval_run_prints_the_summary_top1(run_dir, capsys):
@@ -90,9 +103,32 @@ def test_bad_input_is_one_error_line(run_dir, tmp_path, capsys):
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
-def test_resume_without_config_uses_the_runs_own(run_dir, capsys):
-    assert main(["train", "--resume", "--out", str(run_dir)]) == 0  # complete: prints the summary again
-    assert "top-1" in capsys.readouterr().out
+class _Stop(Exception):
+    pass
+
+
+def test_resume_without_config_uses_the_runs_own(tmp_path, capsys):
+    """An unfinished run with a config far from the defaults: `train --resume --out RUN` alone must finish it
+    under its own config (the defaults would train 15 epochs of another recipe, or be refused)."""
+    own = load_config(None, ["seed=3", "train.epochs=2", "train.batch_size=256", "optim.lr=0.05", "train.threads=1",
+                             "model.name=resnet20", "train.progress=false"])
+    run = tmp_path / "run"
+
+    def stop_after_first(epoch, row):
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        fit(own, run, on_epoch=stop_after_first)
+    assert not (run / "summary.json").exists()
+    saved = (run / "config.yaml").read_text()
+    assert main(["train", "--quiet", "--resume", "--out", str(run)]) == 0
+    s = json.loads((run / "summary.json").read_text())
+    assert (s["status"], s["model"], s["seed"], s["epochs"]) == ("complete", "resnet20", 3, 2)
+    assert (run / "config.yaml").read_text() == saved
+    assert yaml.safe_load(saved)["optim"]["lr"] == 0.05
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]  # continued from epoch 1, not restarted
+    assert "(2 epochs," in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 DESCRIPTION = """Classify image files (PNG, JPEG) with the model of a run directory. Each image is converted to
-the run's channels and resized to its image size, then the top-k classes are printed with probabilities."""
+the run's channels and preprocessed exactly as `cbamlab eval` preprocessed the run's images (image folders: the
+shorter side resized to size / 0.875, then the central crop; other datasets: resized to the image size), then the
+top-k classes are printed with probabilities."""
 
 
 def register(subparsers) -> None:
@@ -23,7 +25,8 @@ def run(args) -> int:
         raise CbamlabError(f"--top must be >= 1, got {args.top}")
     loaded = load_run(args.run, args.checkpoint)
     d = loaded.data
-    inputs = [(path, read_image(path, d["in_chans"], d["image_size"], d["mean"], d["std"])) for path in args.images]
+    inputs = [(path, read_image(path, d["in_chans"], d["image_size"], d["mean"], d["std"], preprocess=d["preprocess"]))
+              for path in args.images]
     for path, x in inputs:
         top = predict_topk(loaded.model, x, d["classes"], args.top)
         print(f"{path}: " + "  ".join(f"{name} {p:.4f}" for name, p in top))
