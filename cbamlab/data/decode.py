@@ -37,6 +37,8 @@ def _read_bytes(path) -> bytearray:
 
 def read_image(path, decoder: str = DEFAULT_DECODER) -> torch.Tensor:
     """The RGB pixels of an image file: uint8 (3, H, W). Grey, palette, CMYK and alpha images are converted."""
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; known: {', '.join(DECODERS)}")
     data = _read_bytes(path)
     if decoder == "torchvision" and data[:3] == _JPEG_MAGIC:
         return decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)

@@ -1,4 +1,5 @@
-"""imagefolder: data.root/train/<class>/* and data.root/val/<class>/* (the ImageNet layout), any image PIL reads.
+"""imagefolder: data.root/train/<class>/* and data.root/val/<class>/* (the ImageNet layout); image files chosen by
+extension (folder_index.IMAGE_EXTENSIONS), JPEG decoded by torchvision, the rest by PIL (decode.py).
 
 Start-up lists the folders without opening a file (folder_index.py, with an optional cached index). Files are
 verified lazily: a corrupt or unreadable file met while training or evaluating is skipped, counted, named once in
