@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 DESCRIPTION = """Evaluate a trained model on the test split (else the validation split) and print top-1/top-5.
---run RUN_DIR uses the run's config and weights: its top-1 equals summary.json's. --weights FILE --model NAME
+--run RUN_DIR uses the run's config and weights (the EMA weights when it trained with train.ema, and its
+eval.tta): its top-1 equals summary.json's. --weights FILE --model NAME
 evaluates a safetensors file on --data (default digits) with the default config otherwise."""
 
 
@@ -19,6 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--split", choices=("test", "val"), help="default: test, else val")
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (e.g. data.val_fraction=0.1)")
+    p.add_argument("--tta", choices=("none", "hflip"), help="test-time augmentation: hflip averages the softmax "
+                   "of each image and its mirror image (default: the run's eval.tta, else none)")
     p.add_argument("--per-class", action="store_true", help="also print per-class accuracy")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result line")
     p.set_defaults(func=run)
@@ -29,22 +32,23 @@ def run(args) -> int:
     from ..engine.predict import evaluate_config, load_run, load_weights_file
     from ..errors import ConfigError
 
-    data_sets = [f"data.{k}={v}" for k, v in (("name", args.data), ("root", args.root),
-                                              ("image_size", args.image_size)) if v is not None]
+    sets = [f"data.{k}={v}" for k, v in (("name", args.data), ("root", args.root),
+                                         ("image_size", args.image_size)) if v is not None]
+    sets += [f"eval.tta={args.tta}"] if args.tta else []
     if args.run:
         if args.model:
             raise ConfigError("--model goes with --weights; a run directory knows its model")
         loaded = load_run(args.run, args.checkpoint)
         cfg, model = loaded.cfg, loaded.model
-        if data_sets or args.overrides:
+        if sets or args.overrides:
             from ..engine.config import config_to_dict
 
-            cfg = load_config(config_to_dict(cfg), data_sets + args.overrides)
+            cfg = load_config(config_to_dict(cfg), sets + args.overrides)
         source = f"{args.run} ({args.checkpoint})"
     else:
         if not args.model:
             raise ConfigError("--weights needs --model NAME")
-        cfg = load_config(None, [f"model.name={args.model}"] + data_sets + args.overrides)
+        cfg = load_config(None, [f"model.name={args.model}"] + sets + args.overrides)
         from ..data import load_dataset
 
         info = load_dataset(cfg.data.name, cfg.data.root, image_size=cfg.data.image_size, include_test=False).info

@@ -23,6 +23,7 @@ SCHEDULES = ("constant", "step", "multistep", "cosine", "onecycle")
 AMP = ("none", "bf16", "fp16")
 ARRANGEMENTS = ("channel_first", "spatial_first", "parallel")
 DEVICES = ("auto", "cpu", "cuda")
+TTA = ("none", "hflip")
 
 
 @dataclass
@@ -67,6 +68,9 @@ class TrainConfig:
     deterministic: bool = True
     progress: bool = True              # a tqdm bar, shown only on a terminal
     tensorboard: bool = False
+    ema: bool = False                  # evaluate and save an EMA of the weights (engine/ema.py)
+    ema_decay: float = 0.999
+    ema_warmup: bool = True            # timm ModelEmaV3 warm-up: decay min(ema_decay, 1 - (1 + step)^(-2/3))
 
 
 @dataclass
@@ -96,6 +100,11 @@ class ScheduleConfig:
 
 
 @dataclass
+class EvalConfig:
+    tta: str = "none"                  # none | hflip: average the softmax of each image and its mirror image
+
+
+@dataclass
 class Config:
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -103,6 +112,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 # element types of the untyped containers above
@@ -321,6 +331,8 @@ def validate(cfg: Config) -> Config:
     _choice("train.amp", t.amp, AMP)
     _choice("train.device", t.device.split(":")[0], DEVICES)
     _check(t.threads >= 0, "train.threads", "must be >= 0 (0: automatic)", t.threads)
+    _check(0 < t.ema_decay < 1, "train.ema_decay", "must be in (0, 1)", t.ema_decay)
+    _choice("eval.tta", cfg.eval.tta, TTA)
     _choice("optim.name", o.name, OPTIMIZERS)
     _check(math.isfinite(o.lr) and o.lr > 0, "optim.lr", "must be > 0", o.lr)
     _check(0.0 <= o.momentum < 1.0, "optim.momentum", "must be in [0, 1)", o.momentum)

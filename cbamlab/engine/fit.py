@@ -1,7 +1,9 @@
 """`fit`: one training run from a config into a run directory, resumable after a kill at any moment.
 
 Per epoch: train, evaluate (val, test), then in this order write the state file (model, optimizer, RNG,
-metric history), last/best weights and metrics.csv, then call `on_epoch`. The state file is the single
+metric history), last/best weights and metrics.csv, then call `on_epoch`. With `train.ema` the weight average
+(engine/ema.py) is what is evaluated and what the best/last weights files hold, so `cbamlab eval --run` equals
+summary.json; the state file keeps the raw weights and the average, so a resumed run continues both exactly. The state file is the single
 source of truth on resume, so a kill between any two writes loses at most the epoch in progress, and the
 resumed run sees the same batches (the loader is seeded by (seed, epoch)) and ends with the same weights.
 """
@@ -21,6 +23,7 @@ from . import checkpoint as ckpt
 from . import distributed, rundir
 from .build import build_model, check_fits
 from .config import Config, validate
+from .ema import ModelEma
 from .loop import evaluate, train_one_epoch
 from .optim import build_optimizer
 from .runtime import env_info, device_name, seed_everything, select_device, set_threads
@@ -68,12 +71,18 @@ def _row(epoch: int, train: dict, val: dict | None, test: dict | None) -> dict:
     return row
 
 
+def _eval_weights(state: dict) -> dict:
+    """The weights that were evaluated, which the weights files hold: the EMA's when the run keeps one
+    (`train.ema`), else the model's. The state file keeps both, so a resume continues the raw weights exactly."""
+    return state["ema"] if state.get("ema") is not None else state["model"]
+
+
 def _save_checkpoint(out: Path, model, state: dict, is_best: bool) -> None:
     ckpt.save_state(out / rundir.LAST_STATE, state)  # first: the consistent record of this epoch
     meta = {"epoch": state["epoch"], "model": state["model_name"]}
-    ckpt.save_weights(out / rundir.LAST_WEIGHTS, state["model"], meta)
+    ckpt.save_weights(out / rundir.LAST_WEIGHTS, _eval_weights(state), meta)
     if is_best:
-        ckpt.save_weights(out / rundir.BEST_WEIGHTS, state["model"], meta)
+        ckpt.save_weights(out / rundir.BEST_WEIGHTS, _eval_weights(state), meta)
 
 
 def _repair(out: Path, state: dict) -> None:
@@ -87,7 +96,7 @@ def _repair(out: Path, state: dict) -> None:
         except CheckpointError:
             ok = False
         if not ok:
-            ckpt.save_weights(out / rel, state["model"], meta)
+            ckpt.save_weights(out / rel, _eval_weights(state), meta)
     rundir.write_metrics(out, state["history"])
 
 
@@ -120,6 +129,8 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
     optimizer = build_optimizer(model, cfg.optim)
     lr_at = build_schedule(cfg.schedule, cfg.optim.lr, len(train_loader), cfg.train.epochs)
     scaler = torch.amp.GradScaler("cuda") if cfg.train.amp == "fp16" and device.type == "cuda" else None
+    ema = ModelEma(model, cfg.train.ema_decay, cfg.train.ema_warmup) if cfg.train.ema else None
+    eval_model = ema.module if ema is not None else model
 
     state = {"epoch": 0, "step": 0, "history": [], "best": {"epoch": 0, "metric": None, "value": -1.0},
              "wall_time_s": 0.0}
@@ -128,6 +139,8 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
         ckpt.check_compatible(model, state["model"], str(out / rundir.LAST_STATE))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
@@ -148,6 +161,7 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
     best_key = "val_top1" if loaders.val is not None else "test_top1"
     tb = _tensorboard(out) if cfg.train.tensorboard and main else None
     common = dict(device=device, amp=cfg.train.amp, channels_last=cfg.train.channels_last)
+    eval_opts = dict(common, tta=cfg.eval.tta)
     final = None
     for epoch in range(state["epoch"] + 1, cfg.train.epochs + 1):
         t0 = time.perf_counter()
@@ -155,14 +169,14 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
         train, step = train_one_epoch(net, train_loader, optimizer, lr_at=lr_at, step=state["step"],
                                       label_smoothing=cfg.train.label_smoothing, scaler=scaler,
                                       grad_clip=cfg.train.grad_clip, progress=cfg.train.progress,
-                                      desc=f"epoch {epoch}/{cfg.train.epochs}", **common)
+                                      desc=f"epoch {epoch}/{cfg.train.epochs}", ema=ema, **common)
         last = epoch == cfg.train.epochs
         evals = {}
         for split in ("val", "test"):
             loader = getattr(loaders, split)
             if loader is not None:
                 n_cls = info.num_classes if last and split == eval_split else None
-                evals[split] = evaluate(model, loader, num_classes=n_cls, **common)
+                evals[split] = evaluate(eval_model, loader, num_classes=n_cls, **eval_opts)
         final = evals.get(eval_split)
         if dist is not None:
             train["images_per_s"] *= dist.world  # every rank trains an equal shard at the same time
@@ -175,6 +189,7 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
         state.update(epoch=epoch, step=step, history=state["history"] + [row], model_name=cfg.model.name,
                      model=ckpt._plain_state(model), optimizer=optimizer.state_dict(), rng=ckpt.rng_state(),
                      scaler=scaler.state_dict() if scaler is not None else None,
+                     ema=ckpt._plain_state(ema.module) if ema is not None else None,
                      wall_time_s=state["wall_time_s"] + time.perf_counter() - t0)
         if not main:
             continue
@@ -192,8 +207,8 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
         if on_epoch is not None:
             on_epoch(epoch, row)
     if final is None or "confusion_matrix" not in final:  # resumed after the last epoch's checkpoint
-        final = evaluate(model, getattr(loaders, eval_split), num_classes=info.num_classes, **common)
-    summary = _summary(cfg, info, model, device, state, final, eval_split) if main else None
+        final = evaluate(eval_model, getattr(loaders, eval_split), num_classes=info.num_classes, **eval_opts)
+    summary = _summary(cfg, info, eval_model, device, state, final, eval_split) if main else None
     if main:
         _io.write_json(out / rundir.SUMMARY, summary)
     summary = distributed.broadcast(summary, dist)

@@ -9,7 +9,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import CbamlabError
+from ..errors import CbamlabError, unknown
+from .ema import ModelEma
 from .metrics import Meter
 from .optim import set_lr
 from .runtime import autocast
@@ -17,6 +18,13 @@ from .runtime import autocast
 
 class DivergedError(CbamlabError):
     """The loss became NaN or infinite; the run stops and the last good checkpoint stays."""
+
+
+# test-time augmentation: the views of a batch whose softmax outputs are averaged
+TTA_VIEWS: dict[str, Callable[[torch.Tensor], tuple[torch.Tensor, ...]]] = {
+    "none": lambda x: (x,),
+    "hflip": lambda x: (x, x.flip(3)),  # (B, C, H, W) mirrored left-right
+}
 
 
 def _bar(iterable, total: int, desc: str, enabled: bool):
@@ -30,8 +38,9 @@ def _bar(iterable, total: int, desc: str, enabled: bool):
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, lr_at: Callable[[int], float],
                     step: int, device: torch.device, label_smoothing: float = 0.0, amp: str = "none",
                     scaler=None, grad_clip: float | None = None, channels_last: bool = False,
-                    progress: bool = False, desc: str = "train") -> tuple[dict, int]:
-    """Train over `loader` once, setting the lr from `lr_at(step)` before every optimizer step.
+                    progress: bool = False, desc: str = "train", ema: ModelEma | None = None) -> tuple[dict, int]:
+    """Train over `loader` once, setting the lr from `lr_at(step)` before every optimizer step; with `ema`,
+    update the weight average after every optimizer step (`ema.update(model, step + 1)`).
 
     Returns ({loss, top1, top5, n, lr, images_per_s, time_s}, next step). Raises DivergedError on a
     NaN/inf loss before the optimizer applies it.
@@ -65,6 +74,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             if grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
+        if ema is not None:
+            ema.update(model, step + 1)
         meter.update(logits.detach().float(), y, loss_value * y.shape[0])
         step += 1
     elapsed = time.perf_counter() - t0
@@ -77,16 +88,27 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, *, device: torch.device, num_classes: int | None = None,
-             amp: str = "none", channels_last: bool = False) -> dict:
+             amp: str = "none", channels_last: bool = False, tta: str = "none") -> dict:
     """Loss, top-1, top-5 (fractions) over `loader`; with `num_classes`, also the confusion matrix and
-    per-class accuracy."""
+    per-class accuracy. `tta` ("none" | "hflip", `TTA_VIEWS`): the prediction is the mean of the softmax
+    outputs over the views of each image, and the loss its negative log at the true class."""
+    if tta not in TTA_VIEWS:
+        raise unknown("test-time augmentation", tta, TTA_VIEWS)
+    views_of = TTA_VIEWS[tta]
     model.eval()
     meter = Meter(num_classes)
     for x, y in loader:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
-            logits = model(x).float()
+            outs = [model(v).float() for v in views_of(x)]
+        logits = outs[0] if len(outs) == 1 else _log_mean_softmax(outs)
         loss = nn.functional.cross_entropy(logits, y, reduction="sum")
         meter.update(logits, y, float(loss))
     return meter.result()
+
+
+def _log_mean_softmax(logits: list[torch.Tensor]) -> torch.Tensor:
+    """log(mean_i softmax(logits_i)), stably: normalised log-probabilities (B, K) that rank like the mean."""
+    logp = torch.stack([z.log_softmax(dim=1) for z in logits])  # (V, B, K)
+    return torch.logsumexp(logp, dim=0) - math.log(len(logits))

@@ -88,7 +88,7 @@ def evaluate_config(model: nn.Module, cfg: Config, split: str | None = None) -> 
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     out = evaluate(model, loader, device=device, num_classes=bundle.info.num_classes, amp=cfg.train.amp,
-                   channels_last=cfg.train.channels_last)
+                   channels_last=cfg.train.channels_last, tta=cfg.eval.tta)
     out["split"] = split
     out["classes"] = list(bundle.info.classes)
     return out
