@@ -1,0 +1,73 @@
+"""Every file in configs/ loads the way its commands load it (`cbamlab train -c FILE --print-config`, the
+compare: and tune: sections), and the issue-10 recipes hold what their comments promise."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cbamlab import list_models
+from cbamlab.cli import main
+from cbamlab.data import resolve_augment
+from cbamlab.engine.config import config_to_dict, diff_configs, load_config, read_yaml
+from cbamlab.experiments import tune
+from cbamlab.experiments.compare import load_compare_config
+
+ROOT = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(ROOT.glob("*.yaml"))
+THREE = ["resnet20", "resnet20_se", "resnet20_cbam"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_config_loads_as_its_commands_load_it(path, capsys):
+    assert main(["train", "-c", str(path), "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    cfg = load_config(path)
+    assert printed == config_to_dict(cfg) and load_config(printed) == cfg  # what train would run, and it reloads
+    assert cfg.model.name in list_models()
+    resolve_augment(cfg.data.augment, cfg.data.name, **cfg.data.augment_overrides)  # the augmentation resolves
+    raw = read_yaml(path)
+    if "compare" in raw:
+        base, spec = load_compare_config(path)
+        assert base == cfg and all(v in list_models() for v in spec.variants) and spec.seeds
+    if "tune" in raw:
+        base, settings = tune.prepare(raw)
+        assert base["train"]["eval_test"] is False and base["data"]["val_fraction"] > 0  # test never read
+        assert settings.space.dists and settings.n_seeds >= 1
+
+
+def test_the_best_fashion_mnist_candidate():
+    cfg = load_config(ROOT / "fashion_mnist_best.yaml")
+    assert cfg.model.name.endswith("_cbam") and cfg.data.name == "fashion_mnist"
+    assert (cfg.optim.name, cfg.optim.nesterov, cfg.train.label_smoothing) == ("sgd", True, 0.1)
+    assert cfg.train.ema and cfg.eval.tta == "hflip" and cfg.train.eval_test
+    spec = resolve_augment(cfg.data.augment, cfg.data.name, **cfg.data.augment_overrides)
+    assert spec.hflip and spec.translate == 2 and spec.erasing > 0
+    assert "CANDIDATE" in (ROOT / "fashion_mnist_best.yaml").read_text()
+
+
+def test_its_tuning_config_is_the_same_recipe_with_a_validation_split():
+    best = load_config(ROOT / "fashion_mnist_best.yaml")
+    raw = read_yaml(ROOT / "tune_fashion_mnist_best.yaml")
+    base, settings = tune.prepare(raw)
+    assert diff_configs(best, load_config(base)) == ["data.val_fraction", "train.eval_test"]  # epochs held fixed
+    assert base["data"]["val_fraction"] == 0.1
+    assert set(settings.space.dists) == {"optim.lr", "optim.weight_decay", "train.label_smoothing", "model.width"}
+    final = tune.final_config(base, settings, {"optim.lr": 0.05, "optim.weight_decay": 1e-4,
+                                               "train.label_smoothing": 0.05, "model.width": 1}, seed=1)
+    assert final["train"]["eval_test"] is True and final["data"]["val_fraction"] == 0.0  # retrained, tested once
+
+
+def test_converged_fashion_mnist_comparison():
+    cfg, spec = load_compare_config(ROOT / "compare_fashion_mnist_converged.yaml")
+    assert spec.variants == THREE and spec.seeds == [0, 1, 2, 3, 4]
+    assert (cfg.data.name, cfg.train.epochs, cfg.train.batch_size) == ("fashion_mnist", 30, 128)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == ("sgd", 0.1, 0.9, 5e-4)
+    assert cfg.schedule.name in ("multistep", "cosine")
+    spec_aug = resolve_augment(cfg.data.augment, cfg.data.name, **cfg.data.augment_overrides)
+    assert spec_aug.hflip and (spec_aug.translate or spec_aug.crop_padding)
+
+
+def test_digits_comparison_with_ten_seeds():
+    cfg, spec = load_compare_config(ROOT / "compare_digits_seeds.yaml")
+    assert spec.variants == THREE and spec.seeds == list(range(10)) and cfg.data.name == "digits"
+    assert diff_configs(cfg, load_config(ROOT / "digits_quick.yaml")) == []  # the full quick digits recipe
