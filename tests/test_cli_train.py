@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -72,12 +73,21 @@ def test_predict_png_and_jpeg(run_dir, tmp_path, capsys):
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", pytest.param("pt2", marks=pytest.mark.slow)])
 def test_export_matches_the_model(run_dir, tmp_path, fmt, capsys):
-    out = tmp_path / f"m.{fmt}"
-    assert main(["export", "--run", str(run_dir), "--format", fmt, "--out", str(out)]) == 0
+    from cbamlab.engine.export import SUFFIX, load_export
+    from cbamlab.engine.predict import load_run
+
+    assert main(["export", "--run", str(run_dir), "--format", fmt]) == 0
+    out = run_dir / "export" / f"model{SUFFIX[fmt]}"  # the default place
     assert out.stat().st_size > 10_000
-    assert "max |difference|" in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith(f"wrote {out} ({fmt}); max |difference| vs PyTorch ")
+    model, run = load_run(run_dir).model, load_export(out.read_bytes(), fmt)
+    for batch in (1, 3):  # a dynamic batch size
+        x = torch.randn(batch, 1, 8, 8)
+        with torch.no_grad():
+            torch.testing.assert_close(run(x), model(x), atol=1e-4, rtol=1e-4)
+    out.unlink()
 
 
 def test_bad_input_is_one_error_line(run_dir, tmp_path, capsys):
