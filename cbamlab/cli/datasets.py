@@ -5,15 +5,17 @@ import json
 
 DESCRIPTION = """List the datasets cbamlab reads, where each one was found (or how to get it), their sizes, number
 of classes and image shape. With NAME, read that dataset and show what was actually loaded (counts, classes,
-mean/std). IDX and CIFAR sets are looked for in --root, then $CBAMLAB_DATA/<name>, then (Fashion-MNIST) the
-Debian package's folder /usr/share/datasets/fashion-mnist, then the download cache."""
+mean/std). With --root, IDX and CIFAR sets are looked for there only (the folder itself, <root>/<name>, or the
+layout a torchvision download leaves); without it in $CBAMLAB_DATA/<name>, then (Fashion-MNIST) the Debian
+package's folder /usr/share/datasets/fashion-mnist, then the download cache."""
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("datasets", help="list datasets, where they are found, sizes and shapes",
                               description=DESCRIPTION)
     p.add_argument("name", nargs="?", help="read this dataset and show what was loaded")
-    p.add_argument("--root", metavar="DIR", help="data.root to look in first (imagefolder: the folder itself)")
+    p.add_argument("--root", metavar="DIR", help="data.root, the only place looked at when given (imagefolder: the "
+                   "folder itself)")
     p.add_argument("--download", action="store_true", help="with NAME: download it when not found")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings")
