@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import yaml
 
+from ..data.loaders import MEMORY_BUDGET_GB
 from ..errors import ConfigError, suggest
 
 EXTRA_SECTIONS = ("compare", "tune")
@@ -50,6 +51,10 @@ class DataConfig:
     augment: str = "auto"
     augment_overrides: dict = field(default_factory=dict)  # e.g. {hflip: false, crop_padding: 2}
     workers: int = 2
+    # an image folder whose decoded images (all splits, at the training size) fit is decoded once into memory;
+    # a larger one streams from its files (data/loaders.py). 0: always stream
+    memory_budget_gb: float = MEMORY_BUDGET_GB
+    index_cache: bool = False          # image folder: reuse its file list while unchanged
 
 
 @dataclass
@@ -320,6 +325,8 @@ def validate(cfg: Config) -> Config:
     _check(d.image_size is None or d.image_size >= 1, "data.image_size", "must be >= 1", d.image_size)
     _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", d.val_fraction)
     _check(d.workers >= 0, "data.workers", "must be >= 0", d.workers)
+    _check(math.isfinite(d.memory_budget_gb) and d.memory_budget_gb >= 0, "data.memory_budget_gb",
+           "must be a number of GB >= 0 (0: always stream image folders from their files)", d.memory_budget_gb)
     _check(t.epochs >= 1, "train.epochs", "must be >= 1", t.epochs)
     _check(t.batch_size >= 1, "train.batch_size", "must be >= 1", t.batch_size)
     _check(t.eval_batch_size is None or t.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1",

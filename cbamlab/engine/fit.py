@@ -37,10 +37,12 @@ def _load_data(cfg: Config, device):
 
     d = cfg.data
     bundle = load_dataset(d.name, d.root, download=d.download, image_size=d.image_size,
-                          val_fraction=d.val_fraction, seed=cfg.seed, include_test=cfg.train.eval_test)
-    augment = resolve_augment(d.augment, d.name, **d.augment_overrides)
+                          val_fraction=d.val_fraction, seed=cfg.seed, include_test=cfg.train.eval_test,
+                          index_cache=d.index_cache)
+    augment = resolve_augment(d.augment, d.name, image_size=bundle.info.image_size, **d.augment_overrides)
     loaders = make_loaders(bundle, cfg.train.batch_size, augment=augment, device=device, seed=cfg.seed,
-                           eval_batch_size=cfg.train.eval_batch_size, workers=d.workers)
+                           eval_batch_size=cfg.train.eval_batch_size, workers=d.workers,
+                           memory_budget_gb=d.memory_budget_gb)
     return bundle.info, loaders
 
 
@@ -209,6 +211,8 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
     if final is None or "confusion_matrix" not in final:  # resumed after the last epoch's checkpoint
         final = evaluate(eval_model, getattr(loaders, eval_split), num_classes=info.num_classes, **eval_opts)
     summary = _summary(cfg, info, eval_model, device, state, final, eval_split) if main else None
+    if main:  # unreadable image files met (image folders): skipped, never a crash
+        summary["skipped_files"] = loaders.skipped_files()
     if main:
         _io.write_json(out / rundir.SUMMARY, summary)
     summary = distributed.broadcast(summary, dist)
