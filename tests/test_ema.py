@@ -85,6 +85,28 @@ def test_train_one_epoch_updates_after_every_optimizer_step():
     assert not all(torch.allclose(e.double(), w) for e, w in zip(ema.module.parameters(), after_step[-1]))
 
 
+def test_wrapped_models_are_averaged_through_their_wrapper():
+    model = _toy()
+    compiled = torch.compile(model)  # not run: only its wrapper (`_orig_mod`) matters here
+    ema = ModelEma(compiled, decay=0.5, warmup=False)
+    assert type(ema.module) is nn.Sequential
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in ema.module.parameters()]
+    ema.update(compiled, 1)
+    for e, b, p in zip(ema.module.parameters(), before, model.parameters()):
+        assert torch.allclose(e, (b + p) / 2)
+
+    class HasModule(nn.Module):  # a submodule named `module` is not a DDP wrapper
+        def __init__(self):
+            super().__init__()
+            self.module, self.head = nn.Linear(2, 2), nn.Linear(2, 2)
+
+    ema = ModelEma(HasModule())
+    assert isinstance(ema.module, HasModule) and len(list(ema.module.parameters())) == 4
+
+
 EMA_CFG = ["train.epochs=2", "train.batch_size=128", "model.name=resnet20", "train.threads=1", "data.val_fraction=0.1",
            "train.ema=true", "train.ema_decay=0.99", "schedule.name=multistep", "schedule.milestones=[1]"]
 

@@ -26,8 +26,9 @@ def ema_decay(step: int, decay: float, warmup: bool) -> float:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    """The module under DistributedDataParallel (`.module`) and torch.compile (`._orig_mod`) wrappers."""
-    model = getattr(model, "module", model)
+    """The module under DistributedDataParallel / DataParallel (`.module`) and torch.compile (`._orig_mod`)."""
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
     return getattr(model, "_orig_mod", model)
 
 
