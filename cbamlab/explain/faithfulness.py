@@ -96,7 +96,7 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, targets, saliency: dic
         for i in range(n):
             rng_seed = np.random.SeedSequence([int(seed), i])
             masks = {name: _masks(ranking(m[i], np.random.default_rng(rng_seed)), steps).view(steps + 1, 1, h, w)
-                     for name, m in saliency.items()}
+                     .to(x.device) for name, m in saliency.items()}
             for mode in MODES:
                 a, b = starts[mode][i], ends[mode][i]  # (C, H, W)
                 batch = torch.cat([a + (b - a) * mk for mk in masks.values()]).to(device)  # (M*(S+1), C, H, W)

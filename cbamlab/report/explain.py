@@ -142,7 +142,7 @@ def tables(meta: dict, rows: list[dict]) -> list[tuple[str, list[str], list[list
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return buf.getvalue()
 
@@ -157,15 +157,31 @@ def _show(ax, image: np.ndarray, overlay: np.ndarray | None = None) -> None:
     ax.set_yticks([])
 
 
+def _channel_panel(ax, stages: list[tuple[str, np.ndarray]], legend: bool) -> None:
+    """One image's channel attention: a line per stage over its channels (x: channel index / channel count)."""
+    for stage, v in stages:
+        ax.plot((np.arange(v.size) + 0.5) / v.size, v, linewidth=0.8, label=stage)
+    ax.set_ylim(0, 1)
+    ax.set_xticks([])
+    ax.set_yticks([0, 0.5, 1], [])  # no labels: no room between panels; the title gives the range
+    ax.set_title("channel attention (0–1)", fontsize=8)
+    if legend:
+        ax.legend(fontsize=5, loc="lower right")
+
+
 def side_by_side(meta: dict, arrays: dict, count: int = 8) -> bytes:
-    """Rows: images; columns: the input, then per model its Grad-CAM, Grad-CAM++ and spatial map per stage, with
-    the top-3 predictions under the Grad-CAM panel (as the CBAM paper's Fig. 4)."""
+    """Rows: images; columns: the input, then per model its Grad-CAM, Grad-CAM++, spatial map per stage and channel
+    attention per stage, with the top-3 predictions under the Grad-CAM panel (as the CBAM paper's Fig. 4)."""
     classes = [str(c) for c in arrays["classes"]]
     n = min(count, len(arrays["labels"]))
     cols = [(None, "input")]
     for m in meta["models"]:
         cols += [(m, k) for k in ("gradcam", "gradcam++")] + [(m, f"spatial/{s}") for s in m["spatial_stages"]]
-    fig, axes = plt.subplots(n, len(cols), figsize=(1.7 * len(cols), 2.3 * n + 0.4), squeeze=False)
+        cols += [(m, "channel")] if m["channel_stages"] else []
+    height = 2.25 * n + 0.3
+    fig, axes = plt.subplots(n, len(cols), figsize=(1.6 * len(cols), height), squeeze=False)
+    # fixed margins: tight_layout over dozens of panels costs seconds and finds the same room for the text
+    fig.subplots_adjust(left=0.005, right=0.995, top=1 - 0.5 / height, bottom=0.45 / height, wspace=0.1, hspace=0.5)
     for i in range(n):
         image, y, t = arrays["images"][i] / 255.0, int(arrays["labels"][i]), int(arrays["targets"][i])
         for j, (m, key) in enumerate(cols):
@@ -173,6 +189,9 @@ def side_by_side(meta: dict, arrays: dict, count: int = 8) -> bytes:
             if m is None:
                 _show(ax, image)
                 ax.set_title(f"true: {classes[y]}" if y >= 0 else f"target: {classes[t]}", fontsize=9)
+                continue
+            if key == "channel":
+                _channel_panel(ax, [(s, arrays[f"{m['label']}/channel/{s}"][i]) for s in m["channel_stages"]], i == 0)
                 continue
             cam = arrays[f"{m['label']}/{key}"][i]
             _show(ax, image, cam)
@@ -184,7 +203,6 @@ def side_by_side(meta: dict, arrays: dict, count: int = 8) -> bytes:
                 top = np.argsort(-prob)[:3]
                 ax.set_xlabel(f"p({classes[t]}) = {prob[t]:.2f}\ntop-3: " + ", ".join(f"{classes[k]} {prob[k]:.2f}"
                                                                                        for k in top), fontsize=7)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -205,7 +223,7 @@ def curves(meta: dict, arrays: dict) -> bytes:
             ax.set_ylabel("mean p(target)")
             ax.set_ylim(0, 1)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="upper right" if mode == "deletion" else "lower right")  # "best" is slow
     fig.tight_layout()
     return _png(fig)
 
@@ -239,7 +257,8 @@ def channel_figure(meta: dict, arrays: dict, stage: str) -> bytes | None:
 
 def _figures(meta: dict, arrays: dict, count: int) -> list[tuple[str, str, bytes]]:
     figs = [("explain-maps.png", f"The first {min(count, meta['n'])} images: Grad-CAM, Grad-CAM++ and CBAM's spatial "
-             "map per stage for each model, with p(target class) and the top-3 predictions under Grad-CAM.",
+             "map per stage for each model, and the channel attention of every stage (one line per stage), with p(target "
+             "class) and the top-3 predictions under Grad-CAM.",
              side_by_side(meta, arrays, count)),
             ("explain-curves.png", "Mean deletion and insertion curves over the images (dashed: random order).",
              curves(meta, arrays))]
