@@ -53,6 +53,7 @@ def run(args) -> int:
     num_classes = default_classes if args.num_classes is None else args.num_classes
     model = create_model(args.model, num_classes=num_classes, in_chans=c, reduction=args.reduction,
                          kernel_size=args.kernel_size, arrangement=args.arrangement, shortcut=args.shortcut)
+    model = model.to("meta")  # shapes, counts and MACs only: no tensor memory, so any --input-size can be summarised
     rows = stage_table(model, (c, h, w))
     params = count_params(model)
     attn_params = sum(p.numel() for n, p in model.named_parameters() if ".attn." in n)

@@ -25,6 +25,11 @@ AMP = ("none", "bf16", "fp16")
 ARRANGEMENTS = ("channel_first", "spatial_first", "parallel")
 DEVICES = ("auto", "cpu", "cuda")
 TTA = ("none", "hflip")
+# Value bounds: a seed is a signed 64-bit integer for torch and numpy; a learning rate above MAX_LR or a weight decay
+# above MAX_WEIGHT_DECAY diverges or erases the weights with every optimizer here (SGD, Adam, AdamW), so it is a typo.
+MAX_SEED = 2**63 - 1
+MAX_LR = 10.0
+MAX_WEIGHT_DECAY = 1.0
 
 
 @dataclass
@@ -227,7 +232,10 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"no such config file: {path}")
     try:
-        d = yaml.safe_load(path.read_text())
+        d = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          "save it as UTF-8") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if d is None:
@@ -300,6 +308,18 @@ def diff_configs(a: Config, b: Config) -> list[str]:
     return out
 
 
+def _check_finite(cfg: Config) -> None:
+    """Every number of the config is finite: inf and nan pass some range checks (inf > 0) and then fail, or
+    silently misbehave, inside torch."""
+    d = config_to_dict(cfg)
+    for sec, values in d.items():
+        for k, v in (values.items() if isinstance(values, dict) else [(None, values)]):
+            key = f"{sec}.{k}" if k is not None else sec
+            for x in (v if isinstance(v, list) else [v]):
+                if isinstance(x, float) and not math.isfinite(x):
+                    raise ConfigError(f"{key}={v!r}: must be a finite number")
+
+
 def _check(ok: bool, key: str, msg: str, value) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r}: {msg}")
@@ -313,7 +333,8 @@ def _choice(key: str, value: str, known) -> None:
 def validate(cfg: Config) -> Config:
     """Range and choice checks; each error names the key and the value."""
     m, d, t, o, s = cfg.model, cfg.data, cfg.train, cfg.optim, cfg.schedule
-    _check(cfg.seed >= 0, "seed", "must be >= 0", cfg.seed)
+    _check_finite(cfg)
+    _check(0 <= cfg.seed <= MAX_SEED, "seed", f"must be in 0..2^63-1 ({MAX_SEED})", cfg.seed)
     _check(m.reduction >= 1, "model.reduction", "must be >= 1", m.reduction)
     _check(m.kernel_size >= 1 and m.kernel_size % 2 == 1, "model.kernel_size", "must be a positive odd number",
            m.kernel_size)
@@ -341,10 +362,11 @@ def validate(cfg: Config) -> Config:
     _check(0 < t.ema_decay < 1, "train.ema_decay", "must be in (0, 1)", t.ema_decay)
     _choice("eval.tta", cfg.eval.tta, TTA)
     _choice("optim.name", o.name, OPTIMIZERS)
-    _check(math.isfinite(o.lr) and o.lr > 0, "optim.lr", "must be > 0", o.lr)
+    _check(0 < o.lr <= MAX_LR, "optim.lr", f"must be > 0 and <= {MAX_LR:g}", o.lr)
     _check(0.0 <= o.momentum < 1.0, "optim.momentum", "must be in [0, 1)", o.momentum)
     _check(not (o.nesterov and o.momentum == 0), "optim.nesterov", "needs optim.momentum > 0", o.nesterov)
-    _check(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0", o.weight_decay)
+    _check(0 <= o.weight_decay <= MAX_WEIGHT_DECAY, "optim.weight_decay", f"must be >= 0 and <= {MAX_WEIGHT_DECAY:g}",
+           o.weight_decay)
     _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "must be two numbers in [0, 1)",
            o.betas)
     _check(o.eps > 0, "optim.eps", "must be > 0", o.eps)

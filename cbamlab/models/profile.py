@@ -8,6 +8,7 @@ norm, ReLU, sigmoid, pooling, the attention's scaling multiplications, the resid
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -53,7 +54,25 @@ def _dummy_input(model: nn.Module, input_size) -> torch.Tensor:
         device, dtype = param.device, param.dtype
     except StopIteration:
         device, dtype = torch.device("cpu"), torch.float32
-    return torch.zeros(1, c, h, w, device=device, dtype=dtype)
+    try:
+        return torch.zeros(1, c, h, w, device=device, dtype=dtype)
+    except (RuntimeError, MemoryError) as e:
+        oom = _memory_error((c, h, w), e)
+        if oom is None:
+            raise
+        raise oom from None
+
+
+def _memory_error(input_size, e: BaseException) -> CbamlabError | None:
+    """A clear error for an allocation that failed (an input size far too large for this machine), else None."""
+    text = str(e)
+    if not (isinstance(e, MemoryError) or "allocate" in text or "out of memory" in text.lower()):
+        return None
+    asked = re.search(r"allocate (\d+) bytes", text)
+    amount = f" (one tensor of {int(asked.group(1)) / 2**30:.1f} GiB)" if asked else ""
+    size = "x".join(str(d) for d in input_size)
+    return CbamlabError(f"input size {size} needs more memory than is available{amount}; try a smaller input "
+                        "size (shapes, parameters and MACs do not depend on memory: count them on the meta device)")
 
 
 class _EvalNoGrad:
@@ -82,7 +101,10 @@ class _EvalNoGrad:
 def _run(model: nn.Module, x: torch.Tensor) -> None:
     try:
         model(x)
-    except RuntimeError as e:
+    except (RuntimeError, MemoryError) as e:
+        oom = _memory_error(tuple(x.shape[1:]), e)
+        if oom is not None:
+            raise oom from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CbamlabError(f"input size {tuple(x.shape[1:])} does not fit the model: {first}") from None
 
