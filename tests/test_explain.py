@@ -210,7 +210,8 @@ def _fake_run(path, model_name: str, weights: bool = True):
     cfg = load_config({"model": {"name": model_name}, "data": {"name": "digits"}, "train": {"epochs": 1}})
     rundir.write_config(path, cfg)
     _io.write_json(path / rundir.SUMMARY, {
-        "status": "complete", "model": model_name, "dataset": "digits", "seed": 0, "classes": [str(i) for i in range(10)],
+        "status": "complete", "model": model_name, "dataset": "digits", "seed": 0,
+        "classes": [str(i) for i in range(10)],
         "data": {"num_classes": 10, "in_chans": 1, "image_size": [8, 8], "mean": [0.3], "std": [0.4]}})
     if weights:
         torch.manual_seed(0)

@@ -11,24 +11,20 @@ from __future__ import annotations
 import base64
 import csv
 import html as _html
-import io
 import json
 import logging
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from .. import _io
+from ..errors import CbamlabError
+from . import stats
+from .explain_figures import MODES, figures, nice, number
 
-from .. import _io  # noqa: E402
-from ..errors import CbamlabError  # noqa: E402
-from . import stats  # noqa: E402
+log = logging.getLogger(__name__)
 
-MODES = ("deletion", "insertion")
-NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "random": "random order"}
 HOW_TO_READ = (
     "Deletion: the pixels are replaced by the baseline in the order a map ranks them, most salient first; the area "
     "under the target-class probability curve is LOW when the map finds what the decision rests on. Insertion: the "
@@ -36,20 +32,18 @@ HOW_TO_READ = (
     "al., RISE, BMVC 2018). The random order is what 'no better than chance' looks like; Δ vs random is the mean "
     "per-image difference with a 95 % t interval. Differences between models are paired by image (the same images, "
     "the same target class). A model's raw areas also follow how confident it is, so models are compared on each "
-    "map's area minus the same model's random-order area. These differences say whether these two trained models differ on these images, not whether the "
-    "architecture does, which needs several training seeds (cbamlab compare). Called significant only when the "
-    "t-test and the sign-flip test both give p < 0.05. Spatial maps are CBAM's own gate values (mean over a stage's "
-    "blocks); in the figures each map is scaled to its own range, given in brackets.")
+    "map's area minus the same model's random-order area. These differences say whether these two trained models "
+    "differ on these images, not whether the architecture does, which needs several training seeds (cbamlab "
+    "compare). Called significant (*) only when the t-test and the sign-flip test both give p < 0.05. Spatial maps "
+    "are CBAM's own gate values (mean over a stage's blocks); in the figures each map is scaled to its own range, "
+    "given in brackets.")
 _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1280px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;font-size:0.85em;margin:1em 0}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}th{background:#f0f0f0}
-td:nth-child(-n+2){text-align:left}td:first-child{font-weight:600}figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}
+td:nth-child(-n+2){text-align:left}td:first-child{font-weight:600}figure{margin:1.5em 0}
+figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:0.9em}.note{background:#fff6db;border-left:4px solid #e0b000;padding:0.4em 0.8em}
 .howto{color:#444;font-size:0.95em}.scroll{overflow-x:auto}"""
-
-
-def _nice(name: str) -> str:
-    return NAMES.get(name, name.replace("spatial/", "spatial ") if name.startswith("spatial/") else name)
 
 
 def load(out_dir) -> tuple[dict, list[dict], dict]:
@@ -74,10 +68,6 @@ def _col(mode: str, name: str) -> str:
     return f"{mode}_{name.replace('/', '_')}"
 
 
-def _num(v: float, digits: int = 3) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
-
-
 def _delta(pair: stats.Paired) -> str:
     ci = "" if math.isnan(pair.ci_low) else f" [{pair.ci_low:+.3f}, {pair.ci_high:+.3f}]"
     return f"{pair.mean:+.3f}{ci}"
@@ -97,7 +87,7 @@ def tables(meta: dict, rows: list[dict]) -> list[tuple[str, list[str], list[list
         known = [r for r in mine if r["true"]]
         acc = np.mean([r["pred"] == r["true"] for r in known]) * 100 if known else float("nan")
         p_true = _scores(rows, m["label"], "p_true")
-        pred.append([m["label"], str(len(mine)), _num(acc, 1), _num(p_true.mean() if p_true.size else math.nan)])
+        pred.append([m["label"], str(len(mine)), number(acc, 1), number(p_true.mean() if p_true.size else math.nan)])
     out.append(("Predictions on these images", ["model", "n", "top-1 %", "mean p(true)"], pred))
     faith = []
     for m in meta["models"]:
@@ -106,7 +96,7 @@ def tables(meta: dict, rows: list[dict]) -> list[tuple[str, list[str], list[list
             vals = {mode: _scores(rows, m["label"], _col(mode, name)) for mode in MODES}
             if vals["deletion"].size == 0:
                 continue
-            cells = [m["label"], _nice(name), _num(vals["deletion"].mean()), _num(vals["insertion"].mean())]
+            cells = [m["label"], nice(name), number(vals["deletion"].mean()), number(vals["insertion"].mean())]
             for mode in MODES:
                 if name == "random" or vals[mode].size < 2:
                     cells += ["", ""]
@@ -115,160 +105,30 @@ def tables(meta: dict, rows: list[dict]) -> list[tuple[str, list[str], list[list
                     cells += [_delta(pair), _p(pair)]
             faith.append(cells)
     out.append(("Faithfulness: area under the deletion (lower is better) and insertion (higher is better) curves",
-                ["model", "map", "deletion AUC", "insertion AUC", "Δ deletion vs random (95 % CI)", "p (t / sign-flip)",
+                ["model", "map", "deletion AUC", "insertion AUC", "Δ deletion vs random (95 % CI)",
+                 "p (t / sign-flip)",
                  "Δ insertion vs random (95 % CI)", "p (t / sign-flip)"], faith))
     paired = []
     for a, b in meta["pairs"]:
         quantities = [("p(true)", _scores(rows, a, "p_true"), _scores(rows, b, "p_true"))]
         for name in ("gradcam", "gradcam++"):
             for mode in MODES:
-                quantities.append((f"{_nice(name)} {mode} AUC − random", *(
+                quantities.append((f"{nice(name)} {mode} AUC − random", *(
                     _scores(rows, x, _col(mode, name)) - _scores(rows, x, _col(mode, "random")) for x in (a, b))))
         for what, va, vb in quantities:
             if va.size >= 2 and va.size == vb.size:
                 pair = stats.paired_comparison(va, vb)
-                paired.append([f"{a} − {b}", what, _num(va.mean()), _num(vb.mean()), _delta(pair), _p(pair)])
+                paired.append([f"{a} − {b}", what, number(va.mean()), number(vb.mean()), _delta(pair), _p(pair)])
     if paired:
         out.append(("Paired differences between models (variant − baseline, per image)",
                     ["pair", "quantity", "variant", "baseline", "Δ (95 % CI)", "p (t / sign-flip)"], paired))
-    spec = [[m["label"], stage, _num(s["ratio"] if s["ratio"] is not None else math.nan, 2),
-             _num(s["chance"] if s["chance"] is not None else math.nan, 2)]
+    spec = [[m["label"], stage, number(s["ratio"] if s["ratio"] is not None else math.nan, 2),
+             number(s["chance"] if s["chance"] is not None else math.nan, 2)]
             for m in meta["models"] for stage, s in m["specificity"].items()]
     if spec:
         out.append(("Class-specificity of channel attention: distance between class means over the spread within "
                     "classes (chance: the same with shuffled labels)", ["model", "stage", "ratio", "chance"], spec))
     return out
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _show(ax, image: np.ndarray, overlay: np.ndarray | None = None) -> None:
-    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    if overlay is not None:
-        lo, hi = float(overlay.min()), float(overlay.max())
-        ax.imshow((overlay - lo) / (hi - lo) if hi > lo else np.zeros_like(overlay), cmap="jet", alpha=0.45,
-                  vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _channel_panel(ax, stages: list[tuple[str, np.ndarray]], legend: bool) -> None:
-    """One image's channel attention: a line per stage over its channels (x: channel index / channel count)."""
-    for stage, v in stages:
-        ax.plot((np.arange(v.size) + 0.5) / v.size, v, linewidth=0.8, label=stage)
-    ax.set_ylim(0, 1)
-    ax.set_xticks([])
-    ax.set_yticks([0, 0.5, 1], [])  # no labels: no room between panels; the title gives the range
-    ax.set_title("channel attention (0–1)", fontsize=8)
-    if legend:
-        ax.legend(fontsize=5, loc="lower right")
-
-
-def side_by_side(meta: dict, arrays: dict, count: int = 8) -> bytes:
-    """Rows: images; columns: the input, then per model its Grad-CAM, Grad-CAM++, spatial map per stage and channel
-    attention per stage, with the top-3 predictions under the Grad-CAM panel (as the CBAM paper's Fig. 4)."""
-    classes = [str(c) for c in arrays["classes"]]
-    n = min(count, len(arrays["labels"]))
-    cols = [(None, "input")]
-    for m in meta["models"]:
-        cols += [(m, k) for k in ("gradcam", "gradcam++")] + [(m, f"spatial/{s}") for s in m["spatial_stages"]]
-        cols += [(m, "channel")] if m["channel_stages"] else []
-    height = 2.25 * n + 0.3
-    fig, axes = plt.subplots(n, len(cols), figsize=(1.6 * len(cols), height), squeeze=False)
-    # fixed margins: tight_layout over dozens of panels costs seconds and finds the same room for the text
-    fig.subplots_adjust(left=0.005, right=0.995, top=1 - 0.5 / height, bottom=0.45 / height, wspace=0.1, hspace=0.5)
-    for i in range(n):
-        image, y, t = arrays["images"][i] / 255.0, int(arrays["labels"][i]), int(arrays["targets"][i])
-        for j, (m, key) in enumerate(cols):
-            ax = axes[i, j]
-            if m is None:
-                _show(ax, image)
-                ax.set_title(f"true: {classes[y]}" if y >= 0 else f"target: {classes[t]}", fontsize=9)
-                continue
-            if key == "channel":
-                _channel_panel(ax, [(s, arrays[f"{m['label']}/channel/{s}"][i]) for s in m["channel_stages"]], i == 0)
-                continue
-            cam = arrays[f"{m['label']}/{key}"][i]
-            _show(ax, image, cam)
-            head = f"{m['label']}\n" if i == 0 and key == "gradcam" else ""
-            rng = f" [{cam.min():.2f}–{cam.max():.2f}]" if key.startswith("spatial/") else ""
-            ax.set_title(f"{head}{_nice(key).replace('spatial ', '')}{rng}", fontsize=8)
-            if key == "gradcam":
-                prob = arrays[f"{m['label']}/prob"][i]
-                top = np.argsort(-prob)[:3]
-                ax.set_xlabel(f"p({classes[t]}) = {prob[t]:.2f}\ntop-3: " + ", ".join(f"{classes[k]} {prob[k]:.2f}"
-                                                                                       for k in top), fontsize=7)
-    return _png(fig)
-
-
-def curves(meta: dict, arrays: dict) -> bytes:
-    """Mean deletion and insertion curves over the images, one row of panels per model."""
-    models = meta["models"]
-    fig, axes = plt.subplots(len(models), 2, figsize=(10, 2.8 * len(models)), squeeze=False)
-    for i, m in enumerate(models):
-        for j, mode in enumerate(MODES):
-            ax = axes[i, j]
-            for name in meta["maps"]:
-                key = f"{m['label']}/{mode}/{name}"
-                if key in arrays:
-                    c = arrays[key].mean(axis=0)
-                    ax.plot(np.linspace(0, 1, c.size), c, label=_nice(name), linestyle="--" if name == "random" else "-")
-            ax.set_title(f"{m['label']}: {mode}", fontsize=10)
-            ax.set_xlabel(f"fraction of pixels {'removed' if mode == 'deletion' else 'inserted'}")
-            ax.set_ylabel("mean p(target)")
-            ax.set_ylim(0, 1)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="upper right" if mode == "deletion" else "lower right")  # "best" is slow
-    fig.tight_layout()
-    return _png(fig)
-
-
-def channel_figure(meta: dict, arrays: dict, stage: str) -> bytes | None:
-    """Per model with channel attention at `stage`: the mean attention vector of every class (rows) per channel."""
-    models = [m for m in meta["models"] if stage in m["channel_stages"]]
-    labels = arrays["labels"]
-    classes = [str(c) for c in arrays["classes"]]
-    present = [k for k in range(len(classes)) if (labels == k).any()]
-    if not models or len(present) < 2:
-        return None
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 0.3 * len(present) + 2), squeeze=False)
-    for ax, m in zip(axes[0], models):
-        v = arrays[f"{m['label']}/channel/{stage}"]
-        means = np.stack([v[labels == k].mean(axis=0) for k in present])
-        dev = means - means.mean(axis=0, keepdims=True)  # what is specific to a class, per channel
-        lim = max(float(np.abs(dev).max()), 1e-6)
-        im = ax.imshow(dev, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
-        s = m["specificity"].get(stage, {})
-        ax.set_title(f"{m['label']} {stage}: ratio {_num(s.get('ratio') or math.nan, 2)} "
-                     f"(chance {_num(s.get('chance') or math.nan, 2)})", fontsize=10)
-        ax.set_yticks(range(len(present)), [classes[k] for k in present], fontsize=7)
-        ax.set_xlabel("channel")
-        ax.set_ylabel("class")
-        ax.grid(False)
-        fig.colorbar(im, ax=ax, fraction=0.03, label="class mean − mean over classes")
-    fig.tight_layout()
-    return _png(fig)
-
-
-def _figures(meta: dict, arrays: dict, count: int) -> list[tuple[str, str, bytes]]:
-    figs = [("explain-maps.png", f"The first {min(count, meta['n'])} images: Grad-CAM, Grad-CAM++ and CBAM's spatial "
-             "map per stage for each model, and the channel attention of every stage (one line per stage), with p(target "
-             "class) and the top-3 predictions under Grad-CAM.",
-             side_by_side(meta, arrays, count)),
-            ("explain-curves.png", "Mean deletion and insertion curves over the images (dashed: random order).",
-             curves(meta, arrays))]
-    stages = sorted({s for m in meta["models"] for s in m["channel_stages"]})
-    for stage in stages:
-        png = channel_figure(meta, arrays, stage)
-        if png is not None:
-            figs.append((f"explain-channels-{stage}.png", f"Channel attention at {stage}: each class's mean "
-                         "vector minus the mean over classes, so channels that depend on the class stand out.", png))
-    return figs
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -284,7 +144,8 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _intro(meta: dict) -> list[str]:
-    lines = [f"Images: {meta['source']}; maps explain the true class. Faithfulness in {meta['steps']} steps; "
+    lines = [f"Images: {meta['source']}; maps explain each image's true class where it is known. "
+             f"Faithfulness in {meta['steps']} steps; "
              f"deletion baseline: {meta['deletion_baseline']}; insertion starts from {meta['insertion_start']}."]
     lines += meta["notes"] + [f"{m['label']}: {note}." for m in meta["models"] for note in m["notes"]]
     return lines
@@ -294,7 +155,7 @@ def write_explain_report(out_dir, figure_images: int = 8) -> tuple[Path, Path]:
     """explain.md (figures in out_dir/figures/) and explain.html from an explain folder's result files."""
     out_dir = Path(out_dir)
     meta, rows, arrays = load(out_dir)
-    figs = _figures(meta, arrays, figure_images)
+    figs = figures(meta, arrays, figure_images)
     tabs = tables(meta, rows)
     intro = _intro(meta)
     md = ["# cbamlab explain", "", HOW_TO_READ, ""] + [f"- {line}" for line in intro] + [""]
@@ -318,5 +179,5 @@ def write_explain_report(out_dir, figure_images: int = 8) -> tuple[Path, Path]:
     page.append("</body></html>")
     md_path = _io.write_text(out_dir / "explain.md", "\n".join(md))
     html_path = _io.write_text(out_dir / "explain.html", "\n".join(page) + "\n")
-    logging.getLogger(__name__).info("wrote %s and %s (%d figures)", md_path, html_path, len(figs))
+    log.info("wrote %s and %s (%d figures)", md_path, html_path, len(figs))
     return md_path, html_path
