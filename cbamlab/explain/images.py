@@ -91,13 +91,18 @@ def from_split(cfg, data: dict, split: str = "test", n: int = 64, classes=None, 
     if isinstance(part, TensorSplit):
         x = normalize_batch(part.images[torch.from_numpy(index)], mean, std)
     else:  # image files (imagefolder): read as `cbamlab predict` reads them
-        x = torch.cat([read_image(part.samples[int(i)][0], data["in_chans"], data["image_size"], data["mean"],
-                                  data["std"]) for i in index])
+        x = torch.cat([_read(part.samples[int(i)][0], data) for i in index])
     files = [part.samples[int(i)][0] if not isinstance(part, TensorSplit) else f"{d.name}/{split}/{int(i)}"
              for i in index]
     log.info("%d images of the %s split of %s, stratified by class (seed %d)", n, split, d.name, seed)
     return ImageSet(x, labels[index].astype(np.int64), files, _display(x, data["mean"], data["std"]),
                     f"{n} images of the {split} split of {d.name}, drawn with seed {seed}, stratified by class")
+
+
+def _read(path, data: dict) -> torch.Tensor:
+    """One file as the model's input (1, C, H, W), with the run's preprocessing record when the run has one."""
+    extra = {"preprocess": data["preprocess"]} if data.get("preprocess") is not None else {}
+    return read_image(path, data["in_chans"], data["image_size"], data["mean"], data["std"], **extra)
 
 
 def _expand(paths) -> list[Path]:
@@ -122,7 +127,7 @@ def from_files(paths, data: dict) -> ImageSet:
         raise CbamlabError("no images given")
     classes = list(data["classes"])
     files = _expand(paths)
-    x = torch.cat([read_image(f, data["in_chans"], data["image_size"], data["mean"], data["std"]) for f in files])
+    x = torch.cat([_read(f, data) for f in files])
     labels = np.asarray([classes.index(f.parent.name) if f.parent.name in classes else -1 for f in files])
     return ImageSet(x, labels.astype(np.int64), [str(f) for f in files], _display(x, data["mean"], data["std"]),
                     f"{len(files)} image files")
