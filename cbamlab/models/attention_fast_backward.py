@@ -27,9 +27,31 @@ def _map(v: torch.Tensor, x3: torch.Tensor, shape) -> torch.Tensor:
     return torch.bmm(v.unsqueeze(1), x3).view(shape[0], 1, *shape[2:])
 
 
-def _vec(x3: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """sum_hw x3[b, :, hw] m[b, hw] -> (B, C)."""
-    return torch.bmm(x3, m.reshape(m.shape[0], -1, 1)).squeeze(2)
+def _offsets(d: torch.Tensor, b, c, h, w) -> torch.Tensor:
+    """Storage offsets (relative to d's first element) of d[b, c, h, w] for broadcastable index tensors."""
+    sb, sc, sh, sw = d.stride()
+    return b * sb + c * sc + h * sh + w * sw
+
+
+def _add_at_(d: torch.Tensor, offsets: torch.Tensor, src: torch.Tensor) -> None:
+    """d's storage at `offsets` += src. `put_` on a flat view of the storage: scatter_add_ and scatter_ on a
+    channels_last or bfloat16 map copy the whole map (twice), this touches only the indexed elements."""
+    flat = d.as_strided((d.numel(),), (1,), d.storage_offset())
+    flat.put_(offsets.flatten(), src.flatten(), accumulate=True)
+
+
+def scatter_channel_(d: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> None:
+    """d[b, index[b, 0, h, w], h, w] += src[b, 0, h, w] (d dense: contiguous or channels_last)."""
+    bs, _, hs, ws = d.shape
+    ar = [torch.arange(n, device=d.device) for n in (bs, hs, ws)]
+    _add_at_(d, _offsets(d, ar[0][:, None, None, None], index, ar[1][:, None], ar[2]), src)
+
+
+def scatter_position_(d: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> None:
+    """d[b, c, p // W, p % W] += src[b, c] at the flat position p = index[b, c]."""
+    bs, cs, _, ws = d.shape
+    b, c = torch.arange(bs, device=d.device)[:, None], torch.arange(cs, device=d.device)
+    _add_at_(d, _offsets(d, b, c, index // ws, index % ws), src)
 
 
 class _Channel:
@@ -47,11 +69,10 @@ class _Channel:
                                      [self.leaves_by_kind[k] for k in self.kinds], params)
         return dict(zip(self.kinds, leaf_grads)), p
 
-    def add_pool_grads_(self, d: torch.Tensor, dpools: dict) -> None:
-        """d += the pools' input gradients: d avg / (H W) everywhere, d max at the arg-max position."""
+    def add_max_grad_(self, d: torch.Tensor, dpools: dict) -> None:
+        """d += the max pool's input gradient (at the arg-max position)."""
         if "max" in dpools:
-            d3 = _flat(d)
-            d3.scatter_add_(2, self.hw_index.unsqueeze(2), dpools["max"].to(d.dtype).unsqueeze(2))
+            scatter_position_(d, self.hw_index, dpools["max"].to(d.dtype))
 
     @staticmethod
     def avg_term(dpools: dict, hw: int, dtype):
@@ -65,65 +86,59 @@ def _spatial_grads(state, dms, params):
     return dmax, dmean, p
 
 
-def _addcmul_into(out: torch.Tensor, base, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """out = base + a * b (base may be None or broadcast); out may alias a."""
-    if base is None:
-        return torch.mul(a, b, out=out)
-    return torch.addcmul(base, a, b, out=out)
+def _scale_add_(d: torch.Tensor, mc4: torch.Tensor, avg, out=None) -> torch.Tensor:
+    """d * mc4 + avg into `out` (default: in place); mc4 and avg are (B, C, 1, 1), avg may be None."""
+    out = d if out is None else out
+    return torch.mul(d, mc4, out=out) if avg is None else torch.addcmul(avg, d, mc4, out=out)
 
 
 def cbam_backward(cbam, x: torch.Tensor, dout: torch.Tensor, state: dict, params):
     """(dL/dx, grads of `params` in order) for the fast CBAM's forward of `x`."""
     dtype = dout.dtype
     x = x.to(dtype)
-    b, c, h, w = x.shape
-    hw = h * w
+    c, hw = x.shape[1], x.shape[2] * x.shape[3]
     ch = _Channel(state, dtype)
     mc4 = ch.mc[:, :, None, None]
-    x3 = _flat(x)
     grads: dict = {}
     if cbam.spatial is None:
         dpools, g = ch.grads((dout * x).sum(dim=(2, 3)), params)
         grads.update(g)
-        dx = _addcmul_into(torch.empty_like(x), ch.avg_term(dpools, hw, dtype), dout, mc4)
-        ch.add_pool_grads_(dx, dpools)
+        dx = _scale_add_(dout, mc4, ch.avg_term(dpools, hw, dtype), out=torch.empty_like(x))
+        ch.add_max_grad_(dx, dpools)
         return dx, [grads.get(id(p)) for p in params]
 
     ms = state["ms"].to(dtype)
     c_index = state["c_index"]  # (B, 1, H, W) arg-max channel of the spatial max pool
-    t3 = _flat(dout * x)
+    t = dout * x
+    dms = _map(ch.mc, _flat(t), x.shape)  # the part of dL/dMs through the final scaling
     arrangement = cbam.arrangement
     if arrangement == "channel_first":  # out = G * Ms, G = x * Mc; Ms pools G
-        dmax, dmean, g = _spatial_grads(state, _map(ch.mc, t3, x.shape), params)
-        grads.update(g)
-        dmax, dmean_c = dmax.to(dtype), dmean.to(dtype) / c
-        d = torch.addcmul(dmean_c, dout, ms, out=torch.empty_like(x))  # dL/dG
-        d.scatter_add_(1, c_index, dmax)
-        dmc = _vec(t3, ms) + _vec(x3, dmean_c)
-        gathered = x.gather(1, c_index) * dmax  # (B, 1, H, W): x at the arg-max channel times dmax
-        dmc.scatter_add_(1, c_index.view(b, hw), gathered.view(b, hw))
-        dpools, g = ch.grads(dmc, params)
-        grads.update(g)
-        dx = _addcmul_into(d, ch.avg_term(dpools, hw, dtype), d, mc4)
-        ch.add_pool_grads_(dx, dpools)
-    elif arrangement == "spatial_first":  # out = G * Mc, G = x * Ms; Mc pools G
-        dpools, g = ch.grads(_vec(t3, ms), params)
-        grads.update(g)
-        avg = ch.avg_term(dpools, hw, dtype)
-        dms = _map(ch.mc, t3, x.shape)
-        if avg is not None:
-            dms = dms + _map(avg.flatten(1), x3, x.shape)
-        if "max" in dpools:
-            gathered = x3.gather(2, ch.hw_index.unsqueeze(2)).squeeze(2) * dpools["max"].to(dtype)  # (B, C)
-            dms.view(b, hw).scatter_add_(1, ch.hw_index, gathered)
         dmax, dmean, g = _spatial_grads(state, dms, params)
         grads.update(g)
-        d = _addcmul_into(torch.empty_like(x), avg, dout, mc4)  # dL/dG
-        ch.add_pool_grads_(d, dpools)
-        dx = torch.addcmul(dmean.to(dtype) / c, d, ms, out=d)
-        dx.scatter_add_(1, c_index, dmax.to(dtype))
+        d = torch.mul(dout, ms, out=torch.empty_like(x)).add_(dmean.to(dtype) / c)  # dL/dG
+        scatter_channel_(d, c_index, dmax.to(dtype))
+        dmc = torch.mul(x, d, out=t).sum(dim=(2, 3))  # sum_hw x dL/dG (t is free again)
+        dpools, g = ch.grads(dmc, params)
+        grads.update(g)
+        dx = _scale_add_(d, mc4, ch.avg_term(dpools, hw, dtype))
+        ch.add_max_grad_(dx, dpools)
+    elif arrangement == "spatial_first":  # out = G * Mc, G = x * Ms; Mc pools G
+        dpools, g = ch.grads(t.mul_(ms).sum(dim=(2, 3)), params)  # sum_hw dout x Ms
+        grads.update(g)
+        avg = ch.avg_term(dpools, hw, dtype)
+        if avg is not None:
+            dms += _map(avg.flatten(1), _flat(x), x.shape)
+        if "max" in dpools:
+            at_max = _flat(x).gather(2, ch.hw_index.unsqueeze(2)).squeeze(2)  # (B, C): x at the arg-max position
+            dms.view(dms.shape[0], -1).scatter_add_(1, ch.hw_index, at_max * dpools["max"].to(dtype))
+        dmax, dmean, g = _spatial_grads(state, dms, params)
+        grads.update(g)
+        d = _scale_add_(dout, mc4, avg, out=torch.empty_like(x))  # dL/dG
+        ch.add_max_grad_(d, dpools)
+        dx = d.mul_(ms).add_(dmean.to(dtype) / c)
+        scatter_channel_(dx, c_index, dmax.to(dtype))
     else:  # parallel: out = x * Mc * Ms, both maps pool x
-        dmc, dms = _vec(t3, ms), _map(ch.mc, t3, x.shape)
+        dmc = t.mul_(ms).sum(dim=(2, 3))
         leaves, ms_out = state["ms_graph"]
         kinds = ch.kinds
         wanted = [p for p in params if p.requires_grad]
@@ -133,9 +148,8 @@ def cbam_backward(cbam, x: torch.Tensor, dout: torch.Tensor, state: dict, params
         grads.update((id(p), g) for p, g in zip(wanted, out[len(all_leaves):]) if g is not None)
         dpools = dict(zip(kinds, out[:len(kinds)]))
         dmax, dmean = out[len(kinds)], out[len(kinds) + 1]
-        dx = torch.mul(dout, ms, out=torch.empty_like(x))
-        dx = _addcmul_into(dx, ch.avg_term(dpools, hw, dtype), dx, mc4)
+        dx = _scale_add_(torch.mul(dout, ms, out=torch.empty_like(x)), mc4, ch.avg_term(dpools, hw, dtype))
         dx.add_(dmean.to(dtype) / c)
-        ch.add_pool_grads_(dx, dpools)
-        dx.scatter_add_(1, c_index, dmax.to(dtype))
+        ch.add_max_grad_(dx, dpools)
+        scatter_channel_(dx, c_index, dmax.to(dtype))
     return dx, [grads.get(id(p)) for p in params]
