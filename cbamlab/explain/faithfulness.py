@@ -74,7 +74,7 @@ def _probs(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, batch_
 
 
 def deletion_insertion(model: nn.Module, x: torch.Tensor, targets, saliency: dict[str, np.ndarray], *,
-                       steps: int = 32, seed: int = 0, batch_size: int = 512) -> dict[str, dict[str, np.ndarray]]:
+                       steps: int = 32, seed: int = 0, batch_size: int = 256) -> dict[str, dict[str, np.ndarray]]:
     """{mode: {map name: curves (N, steps + 1)}} of the target-class probability, mode "deletion" or "insertion".
 
     `x` (N, C, H, W) normalised inputs, `targets` (N,), `saliency` {name: (N, H, W)}. The tie-breaking order of
