@@ -1,7 +1,7 @@
 """`cbamlab compare`: the compare: section, the built-in default, unknown models refused before training,
 finished runs reused and only what is missing trained after an interruption (counted fit calls, mtimes, and
-one real SIGKILL of the command)."""
-import json
+one real SIGKILL of the command); a real fit reused by compare and grouped by the report; one rule for reuse
+and resume."""
 import os
 import re
 import signal
@@ -14,9 +14,11 @@ import pytest
 
 import cbamlab.engine as engine
 from cbamlab.cli import main
-from cbamlab.engine.config import config_to_dict, dump_config
+from cbamlab.engine import rundir
+from cbamlab.engine.config import config_to_dict
 from cbamlab.errors import CbamlabError, ConfigError
 from cbamlab.experiments import compare
+from cbamlab.report import groups, tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +78,7 @@ def test_plan_layout_and_order(tmp_path):
 
 
 class FakeFit:
-    """Stands in for engine.fit: records calls and writes a finished run (config.yaml as the engine writes it).
+    """Stands in for engine.fit: records calls and writes a finished run through engine.rundir, as fit does.
     `interrupt_at=k` makes the k-th call leave an unfinished run and raise KeyboardInterrupt, as a kill would."""
 
     def __init__(self, interrupt_at=None):
@@ -86,16 +88,18 @@ class FakeFit:
     def __call__(self, cfg, out_dir, *, resume=False, on_epoch=None):
         out = Path(out_dir)
         self.calls.append((cfg.model.name, cfg.seed, resume))
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(dump_config(cfg))
+        rundir.write_config(out, cfg)
         if len(self.calls) == self.interrupt_at:
             raise KeyboardInterrupt
         top1 = 0.9 + 0.01 * cfg.seed + (0.005 if cfg.model.name.endswith("cbam") else 0.0)
-        (out / "metrics.csv").write_text("epoch,lr,train_loss,train_top1,test_loss,test_top1,test_top5\n"
-                                         f"1,0.1,1.0,0.5,0.9,{top1 - 0.1},0.99\n2,0.01,0.5,0.8,0.4,{top1},1.0\n")
+        rundir.write_metrics(out, [
+            {"epoch": 1, "lr": 0.1, "train_loss": 1.0, "train_top1": 0.5, "test_loss": 0.9, "test_top1": top1 - 0.1,
+             "test_top5": 0.99},
+            {"epoch": 2, "lr": 0.01, "train_loss": 0.5, "train_top1": 0.8, "test_loss": 0.4, "test_top1": top1,
+             "test_top5": 1.0}])
         summary = {"status": "complete", "model": cfg.model.name, "dataset": cfg.data.name, "seed": cfg.seed,
                    "top1": top1, "top5": 1.0, "params": 1000, "macs": 2000, "device": "cpu", "torch_version": "x"}
-        (out / "summary.json").write_text(json.dumps(summary))
+        rundir.write_summary(out, summary)
         return summary
 
 
@@ -133,23 +137,26 @@ def test_interrupted_compare_trains_only_what_is_missing(tmp_path, monkeypatch):
     assert second.calls == [("resnet20", 1, True), ("resnet20_se", 1, False), ("resnet20_cbam", 1, False)]
     assert len(result.reused) == 3 and len(result.trained) == 3
     assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items())  # finished runs untouched
-    assert result.report.html.is_file()
+    assert not (tmp_path / "report.html").exists()  # run_compare trains; the caller writes the report
 
     third = FakeFit()
     monkeypatch.setattr(engine, "fit", third)
-    again = compare.run_compare(cfg, variants, seeds, tmp_path, report=False)
+    again = compare.run_compare(cfg, variants, seeds, tmp_path)
     assert third.calls == [] and len(again.reused) == 6
+    with pytest.warns(DeprecationWarning, match="write_report"):
+        compare.run_compare(cfg, variants, seeds, tmp_path, report=True)
+    assert not (tmp_path / "report.html").exists()
 
 
 def test_finished_run_with_another_recipe_is_not_reused(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "fit", FakeFit())
     cfg, _ = compare.load_compare_config(None)
-    compare.run_compare(cfg, ["resnet20"], [0], tmp_path, report=False)
+    compare.run_compare(cfg, ["resnet20"], [0], tmp_path)
     other, _ = compare.load_compare_config(None, ["optim.lr=0.05"])
     with pytest.raises(CbamlabError, match=r"another config \(optim.lr differ\)"):
         compare.run_compare(other, ["resnet20"], [0], tmp_path)
-    harmless, _ = compare.load_compare_config(None, ["train.progress=false"])
-    assert len(compare.run_compare(harmless, ["resnet20"], [0], tmp_path, report=False).reused) == 1
+    harmless, _ = compare.load_compare_config(None, ["train.progress=false", "data.root=/elsewhere"])
+    assert len(compare.run_compare(harmless, ["resnet20"], [0], tmp_path).reused) == 1
 
 
 def test_cli_compare_with_fake_training(tmp_path, monkeypatch, capsys):
@@ -161,6 +168,46 @@ def test_cli_compare_with_fake_training(tmp_path, monkeypatch, capsys):
     assert "6 runs trained, 0 reused" in text and "| resnet20_cbam | 2 |" in text
     assert "resnet20_cbam +0.50 ± 0.00 points top-1 vs resnet20" in text
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
+    assert main(["compare", "--out", str(tmp_path / "n"), "-q", "--set", "compare.seeds=1", "--no-report"]) == 0
+    assert "3 runs trained" in capsys.readouterr().out and not (tmp_path / "n" / "report.md").exists()
+
+
+TINY = ["train.epochs=1", "train.batch_size=256", "train.threads=1", "train.progress=false"]
+
+
+class Stop(Exception):
+    pass
+
+
+def _stop(epoch, row):
+    raise Stop(epoch)
+
+
+def test_real_fit_resumed_and_reused_across_threads_then_grouped_by_the_report(tmp_path):
+    """One rule, read from the config fields: a run that differs only in train.threads is resumed by fit and
+    reused by compare; the finished run is then grouped and tabled by the report. One epoch on digits."""
+    def planned(threads):
+        cfg, _ = compare.load_compare_config(None, TINY + [f"train.threads={threads}"])
+        return compare.plan(cfg, ["resnet20"], [0], tmp_path)[0]
+
+    first = planned(1)
+    with pytest.raises(Stop):  # stopped after the epoch's checkpoint, before the summary, as by a kill
+        engine.fit(first.cfg, first.path, on_epoch=_stop)
+    assert not rundir.is_complete(first.path) and len(rundir.read_metrics(first.path)) == 1
+    summary = engine.fit(planned(2).cfg, first.path, resume=True)  # other threads: resumed, not refused
+    assert rundir.read_summary(first.path) == summary and summary["epochs"] == 1
+    assert summary["top1"] == pytest.approx(rundir.read_metrics(first.path)[0]["test_top1"], abs=1e-6)
+
+    cfg, _ = compare.load_compare_config(None, TINY + ["train.threads=3"])
+    result = compare.run_compare(cfg, ["resnet20"], [0], tmp_path)
+    assert result.reused == [first.path] and result.trained == []
+
+    (group,), unfinished = groups.load_groups(tmp_path)
+    assert unfinished == [] and group.dataset == "digits" and group.variants == ["resnet20"]
+    assert group.runs["resnet20"][0].summary == summary
+    (row,) = tables.rows(group)
+    assert row.n == 1 and row.top1.mean == summary["top1"] and row.params == summary["params"]
+    assert f"| resnet20 | 1 | {100 * summary['top1']:.2f} |" in tables.markdown([row])
 
 
 @pytest.mark.slow

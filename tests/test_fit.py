@@ -96,16 +96,14 @@ def test_unfinished_run_needs_resume_and_the_same_config(finished, tmp_path):
 
 
 def test_eval_test_false_never_loads_the_test_split(tmp_path, monkeypatch):
-    import cbamlab.data
-
     calls = []
-    real = cbamlab.data.load_dataset
+    real = fitmod.load_dataset
 
     def spy(*a, **kw):
         calls.append(kw.get("include_test", True))
         return real(*a, **kw)
 
-    monkeypatch.setattr(cbamlab.data, "load_dataset", spy)
+    monkeypatch.setattr(fitmod, "load_dataset", spy)
     seen = []
     cfg = load_config(None, ["train.epochs=1", "train.eval_test=false", "data.val_fraction=0.2",
                              "train.batch_size=128", "train.threads=1"])

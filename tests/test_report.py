@@ -8,11 +8,13 @@ import re
 import pytest
 
 from cbamlab.cli import main
+from cbamlab.engine import rundir
+from cbamlab.engine.rundir import find_runs
 from cbamlab.errors import CbamlabError
-from cbamlab.experiments.results import find_runs, group_runs
 from cbamlab.report import plots, tables
+from cbamlab.report.groups import group_runs
 from cbamlab.report.writer import write_report
-from test_results import make_run
+from fake_runs import make_run
 
 BASE = [0.900, 0.910, 0.905]
 CBAM = [0.906, 0.913, 0.915]  # differences 0.006, 0.003, 0.010 (points: 0.6, 0.3, 1.0)
@@ -102,15 +104,10 @@ def test_figures_are_real_images(tmp_path):
 
 def test_validation_only_runs_plot_validation(tmp_path):
     write_comparison(tmp_path)
-    for run in find_runs(tmp_path):
-        csv_path = run.path / "metrics.csv"
-        lines = csv_path.read_text().splitlines()
-        out = [lines[0]]
-        for line in lines[1:]:
-            c = line.split(",")
-            c[4], c[5], c[6], c[7], c[8], c[9] = c[7], c[8], c[9], "", "", ""  # test columns become val columns
-            out.append(",".join(c))
-        csv_path.write_text("\n".join(out) + "\n")
+    for run in find_runs(tmp_path):  # test columns become val columns
+        rundir.write_metrics(run.path, [{**r, **{f"val_{k}": r[f"test_{k}"] for k in ("loss", "top1", "top5")},
+                                         "test_loss": None, "test_top1": None, "test_top5": None}
+                                        for r in run.metrics])
     (group,) = group_runs(find_runs(tmp_path))
     assert plots._test_or_val(group, "top1") == "val_top1"
     assert plots.accuracy_curves(group)[:4] == b"\x89PNG"
@@ -180,11 +177,9 @@ def test_cli_report_missing_folder(tmp_path, capsys):
 
 def test_missing_top1_is_an_error(tmp_path):
     run = make_run(tmp_path, "resnet20", 0)
-    import json
-
-    s = json.loads((run / "summary.json").read_text())
+    s = rundir.read_summary(run)
     del s["top1"]
-    (run / "summary.json").write_text(json.dumps(s))
+    rundir.write_summary(run, s)
     with pytest.raises(CbamlabError, match="no top1"):
         write_report(tmp_path)
 

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from cbamlab.cli import main
 from cbamlab.engine.config import read_yaml
 from cbamlab.experiments import tune
+from cbamlab.experiments.tune import worker
 from cbamlab.experiments.tune.storage import WORKER_ATTR, open_storage, resolve_storage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,12 +34,16 @@ def search_settings(space=None, pruner=None, sampler=None, **extra):
     return tune.prepare({"train": {"epochs": EPOCHS}, "tune": section})
 
 
+def quality(lr):
+    return 1.0 - (math.log10(lr) + 1.0) ** 2 / 4.0
+
+
 def curve_objective(trial, ctx):
     """A learning curve whose height depends on lr alone (peak at lr = 0.1), reported like fit reports epochs."""
-    quality = 1.0 - (math.log10(ctx.params["optim.lr"]) + 1.0) ** 2 / 4.0
+    quality_ = quality(ctx.params["optim.lr"])
     value = 0.0
     for epoch in range(1, EPOCHS + 1):
-        value = quality * epoch / EPOCHS
+        value = quality_ * epoch / EPOCHS
         trial.report(value, epoch)
         if trial.should_prune():
             raise optuna.TrialPruned()
@@ -255,15 +260,17 @@ def test_cli_bad_space_key(tmp_path, capsys):
 
 
 def test_cli_changed_space_leaves_the_study_untouched(tmp_path, capsys, monkeypatch):
-    """The first run goes through the real CLI with a constructed objective; the second changes the space."""
-    monkeypatch.setattr(tune, "train_objective", curve_objective)
-    monkeypatch.setattr(tune.run_tune, "__kwdefaults__", {**tune.run_tune.__kwdefaults__,
-                                                          "objective": curve_objective})
+    """The first run goes through the real CLI with a constructed objective (run_tune's default objective is
+    `worker.train_objective`, looked up when it runs); the second changes the space."""
+    monkeypatch.setattr(worker, "train_objective", curve_objective)
     a = write_config(tmp_path / "a.yaml", {"optim.lr": {"low": 0.01, "high": 0.5, "log": True}})
     out = tmp_path / "out"
     assert main(["tune", "--config", a, "--study", "s", "--trials", "3", "--seeds", "0", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "study s: 3 complete (3 asked)" in printed and (out / "s" / "report.md").is_file()
+    trials = load(out, "s").trials  # the constructed objective ran, not a real training
+    assert [t.value for t in trials] == [pytest.approx(quality(t.params["optim.lr"])) for t in trials]
+    assert not (out / "s" / "trials").exists()
     db = out / "tune.db"
     before = db.read_bytes()
     b = write_config(tmp_path / "a.yaml", {"optim.lr": {"low": 0.01, "high": 0.9, "log": True}})

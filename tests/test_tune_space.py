@@ -1,5 +1,4 @@
 """tune.space and the tune: section: parsing, inference of kinds, checks against the engine's config, errors."""
-import math
 
 import optuna
 import pytest
@@ -7,6 +6,7 @@ import yaml
 
 from cbamlab.engine.config import Config, config_from_dict, config_to_dict
 from cbamlab.errors import ConfigError
+from cbamlab.experiments.tune import prepare
 from cbamlab.experiments.tune.settings import parse_tune_section
 from cbamlab.experiments.tune.space import parse_space
 
@@ -139,4 +139,14 @@ def test_max_resource_follows_searched_epochs(base):
     assert max_epochs(s.space, base) == 9
     s = parse_tune_section({}, base, config_from_dict)
     assert max_epochs(s.space, base) == base["train"]["epochs"]
-    assert not math.isnan(s.val_fraction)
+
+
+def test_val_fraction_sets_the_search_split_only_when_the_config_has_none():
+    searched, _ = prepare({"tune": {"val_fraction": 0.3}})
+    assert searched["data"]["val_fraction"] == 0.3 and searched["train"]["eval_test"] is False
+    own, _ = prepare({"data": {"val_fraction": 0.2}, "tune": {"val_fraction": 0.3}})
+    assert own["data"]["val_fraction"] == 0.2
+    assert prepare({})[0]["data"]["val_fraction"] == 0.1  # the default
+    for bad in (0, 1.0, "x", True):
+        with pytest.raises(ConfigError, match="tune.val_fraction"):
+            prepare({"tune": {"val_fraction": bad}})

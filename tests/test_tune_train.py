@@ -14,6 +14,7 @@ import yaml
 from optuna.trial import TrialState
 
 from cbamlab.cli import main
+from cbamlab.engine.config import result_part
 from cbamlab.experiments import tune
 from cbamlab.experiments.tune.storage import open_storage, open_study, resolve_storage
 
@@ -79,7 +80,7 @@ def test_a_weak_real_trial_is_pruned_mid_run(tmp_path):
                  "pruner": {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0}}})
     storage = open_storage(resolve_storage(None, tmp_path))
     study, _ = open_study(storage, "p", direction="maximize", space=settings.space.canonical(), metric="val_top1",
-                          base_config=tune.comparable(base))
+                          base_config=result_part(base))
     study.enqueue_trial({"optim.lr": 0.1})
     study.enqueue_trial({"optim.lr": 1e-5})  # learns nothing in one epoch
     record = tune.run_tune(base, settings, tmp_path, study_name="p", trials=2, n_seeds=0)

@@ -1,6 +1,10 @@
 """`cbamlab compare`: train variants x seeds (x datasets) under one recipe, paired by seed, then report."""
 from __future__ import annotations
 
+from ..experiments.compare import load_compare_config, run_compare
+from ..report import tables
+from ..report.writer import write_report
+
 DEFAULT_OUT = "runs/compare"
 
 
@@ -24,17 +28,15 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..experiments.compare import load_compare_config, run_compare
-    from ..report import tables
-
     cfg, spec = load_compare_config(args.config, args.overrides)
-    result = run_compare(cfg, spec.variants, spec.seeds, args.out, spec.datasets, report=not args.no_report)
+    result = run_compare(cfg, spec.variants, spec.seeds, args.out, spec.datasets)
     print(f"{len(result.trained)} runs trained, {len(result.reused)} reused, in {result.out_dir}")
-    if result.report is not None:
-        for s in result.report.sections:
+    if not args.no_report:
+        report = write_report(result.out_dir)
+        for s in report.sections:
             print(f"\n{s.title}\n")
             print(tables.markdown(s.rows))
             for line in s.sentences:
                 print(f"- {line}")
-        print(f"\nreport: {result.report.markdown} and {result.report.html}")
+        print(f"\nreport: {report.markdown} and {report.html}")
     return 0

@@ -1,6 +1,11 @@
 """`cbamlab eval`: top-1/top-5 of a finished run (`--run`) or of a weights file (`--weights --model`)."""
 from __future__ import annotations
 
+from ..data import load_dataset
+from ..engine.config import config_to_dict, load_config
+from ..engine.predict import evaluate_config, load_run, load_weights_file
+from ..errors import ConfigError
+
 DESCRIPTION = """Evaluate a trained model on the test split (else the validation split) and print top-1/top-5.
 --run RUN_DIR uses the run's config and weights (the EMA weights when it trained with train.ema, and its
 eval.tta): its top-1 equals summary.json's. --weights FILE --model NAME
@@ -28,10 +33,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..engine.config import load_config
-    from ..engine.predict import evaluate_config, load_run, load_weights_file
-    from ..errors import ConfigError
-
     sets = [f"data.{k}={v}" for k, v in (("name", args.data), ("root", args.root),
                                          ("image_size", args.image_size)) if v is not None]
     sets += [f"eval.tta={args.tta}"] if args.tta else []
@@ -41,16 +42,12 @@ def run(args) -> int:
         loaded = load_run(args.run, args.checkpoint)
         cfg, model = loaded.cfg, loaded.model
         if sets or args.overrides:
-            from ..engine.config import config_to_dict
-
             cfg = load_config(config_to_dict(cfg), sets + args.overrides)
         source = f"{args.run} ({args.checkpoint})"
     else:
         if not args.model:
             raise ConfigError("--weights needs --model NAME")
         cfg = load_config(None, [f"model.name={args.model}"] + sets + args.overrides)
-        from ..data import load_dataset
-
         info = load_dataset(cfg.data.name, cfg.data.root, image_size=cfg.data.image_size, include_test=False).info
         model = load_weights_file(args.weights, cfg.model, info.num_classes, info.in_chans)
         source = args.weights

@@ -1,6 +1,9 @@
 """`cbamlab report RUNS_DIR`: (re)write report.md and report.html from finished run directories."""
 from __future__ import annotations
 
+from ..report import tables
+from ..report.writer import write_report
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -15,9 +18,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..report import tables
-    from ..report.writer import write_report
-
     paths = write_report(args.runs_dir, args.out)
     for s in paths.sections:
         print(f"\n{s.title}\n")

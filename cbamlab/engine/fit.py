@@ -17,8 +17,9 @@ from typing import Callable
 
 import torch
 
-from .. import _io
-from ..errors import CheckpointError
+from ..data import load_dataset, make_loaders, resolve_augment
+from ..errors import ConfigError
+from ..models import count_macs, count_params
 from . import checkpoint as ckpt
 from . import distributed, rundir
 from .build import build_model, check_fits
@@ -33,8 +34,6 @@ log = logging.getLogger(__name__)
 
 
 def _load_data(cfg: Config, device):
-    from ..data import load_dataset, make_loaders, resolve_augment
-
     d = cfg.data
     bundle = load_dataset(d.name, d.root, download=d.download, image_size=d.image_size,
                           val_fraction=d.val_fraction, seed=cfg.seed, include_test=cfg.train.eval_test,
@@ -73,35 +72,6 @@ def _row(epoch: int, train: dict, val: dict | None, test: dict | None) -> dict:
     return row
 
 
-def _eval_weights(state: dict) -> dict:
-    """The weights that were evaluated, which the weights files hold: the EMA's when the run keeps one
-    (`train.ema`), else the model's. The state file keeps both, so a resume continues the raw weights exactly."""
-    return state["ema"] if state.get("ema") is not None else state["model"]
-
-
-def _save_checkpoint(out: Path, model, state: dict, is_best: bool) -> None:
-    ckpt.save_state(out / rundir.LAST_STATE, state)  # first: the consistent record of this epoch
-    meta = {"epoch": state["epoch"], "model": state["model_name"]}
-    ckpt.save_weights(out / rundir.LAST_WEIGHTS, _eval_weights(state), meta)
-    if is_best:
-        ckpt.save_weights(out / rundir.BEST_WEIGHTS, _eval_weights(state), meta)
-
-
-def _repair(out: Path, state: dict) -> None:
-    """After a kill between the writes of one epoch: make the weight files agree with the state file."""
-    meta = {"epoch": state["epoch"], "model": state["model_name"]}
-    for rel, wanted in ((rundir.LAST_WEIGHTS, True), (rundir.BEST_WEIGHTS, state["best"]["epoch"] == state["epoch"])):
-        if not wanted:
-            continue
-        try:
-            ok = ckpt.load_weights(out / rel)[1].get("epoch") == str(state["epoch"])
-        except CheckpointError:
-            ok = False
-        if not ok:
-            ckpt.save_weights(out / rel, _eval_weights(state), meta)
-    rundir.write_metrics(out, state["history"])
-
-
 def fit(cfg: Config, out_dir, *, resume: bool = False, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
     """Train `cfg` into `out_dir` and return the summary (also written to summary.json)."""
     validate(cfg)
@@ -137,7 +107,7 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
     state = {"epoch": 0, "step": 0, "history": [], "best": {"epoch": 0, "metric": None, "value": -1.0},
              "wall_time_s": 0.0}
     if mode == "resume":
-        state = ckpt.load_state(out / rundir.LAST_STATE)
+        state = rundir.load_state(out)
         ckpt.check_compatible(model, state["model"], str(out / rundir.LAST_STATE))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -147,13 +117,13 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
             scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
         if main:
-            _repair(out, state)
+            rundir.repair(out, state)
         log.info("resuming %s after epoch %d of %d", out, state["epoch"], cfg.train.epochs)
     elif main:
         out.mkdir(parents=True, exist_ok=True)
         rundir.write_config(out, cfg)
     if main:
-        _io.write_json(out / rundir.ENV, {**env_info(device), "world_size": dist.world if dist else 1})
+        rundir.write_env(out, {**env_info(device), "world_size": dist.world if dist else 1})
 
     net = torch.compile(model) if cfg.train.compile else model
     if dist is not None:
@@ -195,7 +165,7 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
                      wall_time_s=state["wall_time_s"] + time.perf_counter() - t0)
         if not main:
             continue
-        _save_checkpoint(out, model, state, is_best)
+        rundir.save_checkpoint(out, state, is_best)
         rundir.write_metrics(out, state["history"])
         if tb is not None:
             for k, v in row.items():
@@ -214,7 +184,7 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
     if main:  # unreadable image files met (image folders): skipped, never a crash
         summary["skipped_files"] = loaders.skipped_files()
     if main:
-        _io.write_json(out / rundir.SUMMARY, summary)
+        rundir.write_summary(out, summary)
     summary = distributed.broadcast(summary, dist)
     if tb is not None:
         tb.close()
@@ -222,8 +192,6 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
 
 
 def _summary(cfg, info, model, device, state, final, split) -> dict:
-    from ..models import count_macs, count_params
-
     input_size = (info.in_chans, *info.image_size)
     rows = state["history"]
     last = rows[-1]
@@ -245,10 +213,8 @@ def _summary(cfg, info, model, device, state, final, split) -> dict:
 
 
 def _tensorboard(out: Path):
-    try:
+    try:  # optional dependency (the tensorboard extra): imported only when asked for
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        from ..errors import ConfigError
-
         raise ConfigError("train.tensorboard=true needs the tensorboard extra (pip install 'cbamlab[tensorboard]')")
     return SummaryWriter(str(out / "tensorboard"))

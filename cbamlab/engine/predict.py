@@ -40,15 +40,14 @@ def _data_info(cfg: Config, summary: dict | None) -> dict:
 
 
 def load_run(run_dir, checkpoint: str = "last") -> LoadedModel:
-    """The model of a run directory with its `last` or `best` weights, in eval mode on the CPU."""
-    run_dir = Path(run_dir)
-    if checkpoint not in ("last", "best"):
-        raise CbamlabError(f"unknown checkpoint '{checkpoint}'; known: last, best")
-    cfg = rundir.load_run_config(run_dir)
-    weights = run_dir / (rundir.LAST_WEIGHTS if checkpoint == "last" else rundir.BEST_WEIGHTS)
+    """The model of a run directory with its `last` or `best` weights, in eval mode on the CPU. The files are
+    read by `rundir.read_run`, the one reader of run directories."""
+    weights = rundir.weights_path(run_dir, checkpoint)
+    run = rundir.read_run(run_dir)
+    cfg = run.load_config()
     if not weights.is_file():
         raise CheckpointError(f"{run_dir} has no {checkpoint} checkpoint yet ({weights} is missing)")
-    data = _data_info(cfg, rundir.read_summary(run_dir))
+    data = _data_info(cfg, run.summary)
     model = build_model(cfg.model.__class__(**{**cfg.model.__dict__, "pretrained": None}), data["num_classes"],
                         data["in_chans"])
     ckpt.load_into(model, weights)

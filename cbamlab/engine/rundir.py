@@ -1,42 +1,128 @@
-"""The run directory: what a run writes (config.yaml, metrics.csv, summary.json, env.json, checkpoints/) and
-the rules that keep an existing one safe (never overwrite a finished or foreign run; resume only its own config)."""
+"""The run directory, the one home of its format: file names, writers and readers of config.yaml, metrics.csv,
+summary.json, env.json and checkpoints/, and the rules that keep an existing one safe (never overwrite a
+finished or foreign run; resume only a run of the same result config). A tuning study's record, tune.json,
+lives here too. Everything that writes or reads these files (fit, compare, tune, eval, predict, the report,
+the tests) goes through this module.
+"""
 from __future__ import annotations
 
 import csv
 import io
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import _io
-from ..errors import CbamlabError, ConfigError
-from .config import Config, diff_configs, dump_config, load_config
+from ..errors import CbamlabError, CheckpointError, ConfigError
+from . import checkpoint as ckpt
+from .config import Config, config_from_dict, dump_config, read_yaml, result_differences
 
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "test_loss",
                   "test_top1", "test_top5", "images_per_s", "epoch_time_s")
 CONFIG, METRICS, SUMMARY, ENV = "config.yaml", "metrics.csv", "summary.json", "env.json"
-LAST_WEIGHTS, LAST_STATE, BEST_WEIGHTS = "checkpoints/last.safetensors", "checkpoints/last.state.pt", \
-    "checkpoints/best.safetensors"
-
-
-# keys that do not change what a run computes: a resume may change them
-COSMETIC = ("train.progress", "train.tensorboard", "data.workers")
+CHECKPOINTS = "checkpoints"
+LAST_WEIGHTS, LAST_STATE, BEST_WEIGHTS = (f"{CHECKPOINTS}/last.safetensors", f"{CHECKPOINTS}/last.state.pt",
+                                          f"{CHECKPOINTS}/best.safetensors")
+TUNE_RECORD = "tune.json"  # in a tuning study's folder: the search and the retraining, read by the report
 
 
 class RunDirError(CbamlabError):
-    """A run directory that cannot be used as asked (finished, foreign, another config)."""
+    """A run directory that cannot be used as asked (finished, foreign, another config, unreadable)."""
+
+
+# ------------------------------------------------------------------------------------------------- writers
+
+def write_config(run_dir, cfg: Config) -> None:
+    _io.write_text(Path(run_dir) / CONFIG, dump_config(cfg))
+
+
+def write_metrics(run_dir, rows: list[dict]) -> None:
+    """metrics.csv from every row so far (the history lives in the state file: a resumed run rewrites it whole).
+    A column a row lacks, or holds None, is an empty cell: not measured."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(METRIC_COLUMNS)
+    for r in rows:
+        w.writerow(["" if r.get(c) is None else (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c])
+                    for c in METRIC_COLUMNS])
+    _io.write_text(Path(run_dir) / METRICS, buf.getvalue())
+
+
+def write_summary(run_dir, summary: dict) -> None:
+    """summary.json; a run is finished once it holds `"status": "complete"`."""
+    _io.write_json(Path(run_dir) / SUMMARY, summary)
+
+
+def write_env(run_dir, env: dict) -> None:
+    _io.write_json(Path(run_dir) / ENV, env)
+
+
+def weights_path(run_dir, which: str = "last") -> Path:
+    if which not in ("last", "best"):
+        raise CbamlabError(f"unknown checkpoint '{which}'; known: last, best")
+    return Path(run_dir) / (LAST_WEIGHTS if which == "last" else BEST_WEIGHTS)
+
+
+def eval_weights(state: dict) -> dict:
+    """The weights a run evaluated, which its weights files hold: the EMA's (`train.ema`) when the state keeps
+    one, else the model's. The state file keeps both, so a resume continues the raw weights exactly."""
+    return state["ema"] if state.get("ema") is not None else state["model"]
+
+
+def save_checkpoint(run_dir, state: dict, is_best: bool) -> None:
+    """The state file first (the consistent record of the epoch), then last (and best) weights."""
+    run_dir = Path(run_dir)
+    ckpt.save_state(run_dir / LAST_STATE, state)
+    meta = {"epoch": state["epoch"], "model": state["model_name"]}
+    ckpt.save_weights(run_dir / LAST_WEIGHTS, eval_weights(state), meta)
+    if is_best:
+        ckpt.save_weights(run_dir / BEST_WEIGHTS, eval_weights(state), meta)
+
+
+def repair(run_dir, state: dict) -> None:
+    """After a kill between the writes of one epoch: make weights and metrics.csv agree with the state file."""
+    run_dir = Path(run_dir)
+    meta = {"epoch": state["epoch"], "model": state["model_name"]}
+    for rel, wanted in ((LAST_WEIGHTS, True), (BEST_WEIGHTS, state["best"]["epoch"] == state["epoch"])):
+        if not wanted:
+            continue
+        try:
+            ok = ckpt.load_weights(run_dir / rel)[1].get("epoch") == str(state["epoch"])
+        except CheckpointError:
+            ok = False
+        if not ok:
+            ckpt.save_weights(run_dir / rel, eval_weights(state), meta)
+    write_metrics(run_dir, state["history"])
+
+
+def write_tune_record(study_dir, record: dict) -> Path:
+    return _io.write_json(Path(study_dir) / TUNE_RECORD, record)
+
+
+# ------------------------------------------------------------------------------------------------- readers
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise RunDirError(f"{path}: not valid JSON") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: expected a JSON object")
+    return data
 
 
 def read_summary(run_dir) -> dict | None:
-    p = Path(run_dir) / SUMMARY
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RunDirError(f"{p}: not valid JSON") from None
+    """summary.json, or None when the run has not finished writing one."""
+    return _read_json(Path(run_dir) / SUMMARY)
+
+
+def read_env(run_dir) -> dict:
+    return _read_json(Path(run_dir) / ENV) or {}
 
 
 def is_complete(run_dir) -> bool:
@@ -44,11 +130,122 @@ def is_complete(run_dir) -> bool:
     return bool(s) and s.get("status") == "complete"
 
 
+def _cell(column: str, text: str | None):
+    if text is None or text.strip() == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if column == "epoch" and value.is_integer() else value
+
+
+def read_metrics(run_dir) -> list[dict]:
+    """metrics.csv as one dict per epoch; empty (or unreadable) cells are None; no file, no rows."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: _cell(k, v) for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
+
+
+def read_config(run_dir) -> dict:
+    """config.yaml as written (a mapping); a folder without one is not a run directory."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise RunDirError(f"{run_dir} is not a cbamlab run directory (no {CONFIG})")
+    try:
+        return read_yaml(path)
+    except ConfigError as e:
+        raise RunDirError(str(e)) from None
+
+
+def load_run_config(run_dir) -> Config:
+    """config.yaml as a checked `Config`."""
+    try:
+        return config_from_dict(read_config(run_dir))
+    except RunDirError:
+        raise
+    except ConfigError as e:
+        raise RunDirError(f"{Path(run_dir) / CONFIG} cannot be read back: {e}") from None
+
+
+def load_state(run_dir) -> dict:
+    return ckpt.load_state(Path(run_dir) / LAST_STATE)
+
+
+def read_tune_record(study_dir) -> dict:
+    path = Path(study_dir) / TUNE_RECORD
+    record = _read_json(path)
+    if record is None:
+        raise CbamlabError(f"no tuning record at {path} (run cbamlab tune first)")
+    return record
+
+
+@dataclass
+class Run:
+    """One run directory as read back: config.yaml as a mapping, metrics.csv rows, summary.json ({} until the
+    run finishes) and env.json."""
+
+    path: Path
+    config: dict
+    summary: dict = field(default_factory=dict)
+    metrics: list[dict] = field(default_factory=list)
+    env: dict = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.summary.get("status") == "complete"
+
+    @property
+    def model(self) -> str:
+        return str(self.summary.get("model") or (self.config.get("model") or {}).get("name"))
+
+    @property
+    def dataset(self) -> str:
+        return str(self.summary.get("dataset") or (self.config.get("data") or {}).get("name"))
+
+    @property
+    def seed(self) -> int:
+        seed = self.summary.get("seed", self.config.get("seed"))
+        if seed is None:
+            raise RunDirError(f"{self.path}: no seed in {SUMMARY} or {CONFIG}")
+        return int(seed)
+
+    def column(self, name: str) -> list:
+        """One metrics column over the epochs (None where not measured)."""
+        return [row.get(name) for row in self.metrics] if any(name in row for row in self.metrics) else []
+
+    def load_config(self) -> Config:
+        return load_run_config(self.path)
+
+
+def read_run(run_dir) -> Run:
+    """Read one run directory (finished or not). Needs config.yaml; the other files are read when present."""
+    run_dir = Path(run_dir)
+    return Run(path=run_dir, config=read_config(run_dir), summary=read_summary(run_dir) or {},
+               metrics=read_metrics(run_dir), env=read_env(run_dir))
+
+
+def find_runs(root) -> list[Run]:
+    """Every run directory under `root` (itself included), finished or not, in path order."""
+    root = Path(root)
+    if not root.exists():
+        raise CbamlabError(f"no such folder: {root}")
+    if not root.is_dir():
+        raise CbamlabError(f"{root} is not a folder of run directories")
+    dirs = sorted({p.parent for p in root.rglob(CONFIG) if CHECKPOINTS not in p.parent.parts})
+    return [read_run(d) for d in dirs]
+
+
+# ------------------------------------------------------------------------------------------------- safety
+
 def prepare(run_dir, cfg: Config, resume: bool) -> str:
     """Check `run_dir` may be used; returns "fresh", "resume" (a state to load) or "complete".
 
-    A new or empty folder starts fresh. A folder holding anything else must be a cbamlab run of the same
-    config, and then only with resume=True; a finished run is never touched.
+    A new or empty folder starts fresh. A folder holding anything else must be a cbamlab run whose config
+    differs from `cfg` in nothing that changes a result (`result_differences`), and then only with
+    resume=True; a finished run is never touched.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -66,40 +263,8 @@ def prepare(run_dir, cfg: Config, resume: bool) -> str:
         raise RunDirError(f"{run_dir} holds a finished run; choose another --out (nothing was overwritten)")
     if not resume:
         raise RunDirError(f"{run_dir} holds an unfinished run; pass --resume to continue it or choose another --out")
-    try:
-        saved = load_config(run_dir / CONFIG)
-    except ConfigError as e:
-        raise RunDirError(f"{run_dir / CONFIG} cannot be read back: {e}") from None
-    changed = [k for k in diff_configs(saved, cfg) if k not in COSMETIC]
+    changed = result_differences(load_run_config(run_dir), cfg)
     if changed:
         raise RunDirError(f"cannot resume {run_dir} with another config: {', '.join(changed)} differ "
                           "(resume without --config/--set to use the run's own)")
     return "resume" if (run_dir / LAST_STATE).is_file() else "fresh"
-
-
-def write_config(run_dir, cfg: Config) -> None:
-    _io.write_text(Path(run_dir) / CONFIG, dump_config(cfg))
-
-
-def write_metrics(run_dir, rows: list[dict]) -> None:
-    """metrics.csv from every row so far (the history lives in the state file: a resumed run rewrites it whole)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(METRIC_COLUMNS)
-    for r in rows:
-        w.writerow(["" if r.get(c) is None else (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c])
-                    for c in METRIC_COLUMNS])
-    _io.write_text(Path(run_dir) / METRICS, buf.getvalue())
-
-
-def read_metrics(run_dir) -> list[dict]:
-    with open(Path(run_dir) / METRICS, newline="") as f:
-        return [{k: (None if v == "" else (int(v) if k == "epoch" else float(v))) for k, v in row.items()}
-                for row in csv.DictReader(f)]
-
-
-def load_run_config(run_dir) -> Config:
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).is_file():
-        raise RunDirError(f"{run_dir} is not a cbamlab run directory (no {CONFIG})")
-    return load_config(run_dir / CONFIG)

@@ -4,7 +4,8 @@ Variants are paired by seed: with the same seed the engine gives every variant t
 augmentation draws and the same initial weights for the layers it shares with its plain twin, so the report
 can test per-seed differences. Runs live at OUT/<dataset>/<variant>/seed<k>/. A finished run is reused (after
 checking it was trained with this recipe), an unfinished one is resumed from its last checkpoint, so a
-comparison killed midway and started again trains only what is missing.
+comparison killed midway and started again trains only what is missing. The report is written by the caller
+(`cbamlab.report.write_report(out_dir)`; the CLI does it after `run_compare`).
 
 The YAML holds an ordinary training config plus a top-level `compare:` section:
 
@@ -18,10 +19,19 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, CbamlabError, suggest, unknown
+import yaml
+
+from .. import engine  # engine.fit is looked up at call time (tests stand in for it)
+from ..data import list_datasets
+from ..engine.config import (config_from_dict, config_to_dict, load_config, read_yaml, result_differences,
+                             split_sections)
+from ..engine.rundir import CONFIG, is_complete, load_run_config
+from ..errors import CbamlabError, ConfigError, suggest, unknown
+from ..models import list_models
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +40,6 @@ DEFAULT_SEEDS = (0, 1, 2)
 # The zero-set-up default (`cbamlab compare`, `make demo`): the quick digits recipe, cut to a number of epochs
 # that trains all 9 runs in a few minutes on 2 CPU cores. configs/compare_digits.yaml holds the same.
 DEFAULT_RECIPE = {"data": {"name": "digits"}, "train": {"epochs": 5}}
-# Keys that do not change what a run computes: a finished run that differs only in these is still reused.
-HARMLESS_KEYS = {"train.progress", "train.tensorboard", "train.threads", "data.workers"}
 _COMPARE_KEYS = ("variants", "seeds", "datasets")
 
 
@@ -56,7 +64,6 @@ class CompareResult:
     out_dir: Path
     trained: list[Path] = field(default_factory=list)
     reused: list[Path] = field(default_factory=list)
-    report: object = None  # report.writer.ReportPaths when the report was written
 
 
 def parse_compare_section(section: dict | None) -> CompareSpec:
@@ -94,8 +101,6 @@ def parse_compare_section(section: dict | None) -> CompareSpec:
 
 
 def _apply_compare_override(section: dict, override: str) -> None:
-    import yaml
-
     key, raw = (s.strip() for s in override.split("=", 1))
     name = key.split(".", 1)[1]
     if name not in _COMPARE_KEYS:
@@ -110,8 +115,6 @@ def _apply_compare_override(section: dict, override: str) -> None:
 def load_compare_config(path=None, overrides=()):
     """(engine Config, CompareSpec) from a YAML file (None: the built-in default) and `key=value` overrides;
     `compare.variants=[...]`, `compare.seeds=5` set the compare section, anything else the recipe."""
-    from ..engine.config import load_config, read_yaml, split_sections
-
     raw = copy.deepcopy(DEFAULT_RECIPE) if path is None else read_yaml(path)
     recipe, extras = split_sections(raw)
     section = extras.get("compare")
@@ -130,8 +133,6 @@ def load_compare_config(path=None, overrides=()):
 
 def check_variants(variants) -> None:
     """Every variant must be a registered model: checked before anything trains."""
-    from ..models import list_models
-
     known = list_models()
     for v in variants:
         if v not in known:
@@ -139,8 +140,6 @@ def check_variants(variants) -> None:
 
 
 def check_datasets(datasets) -> None:
-    from ..data import list_datasets
-
     known = list_datasets()
     for d in datasets:
         if d not in known:
@@ -150,8 +149,6 @@ def check_datasets(datasets) -> None:
 def plan(base_cfg, variants, seeds, out_dir, datasets=None) -> list[PlannedRun]:
     """Every run of the matrix, ordered dataset, seed, variant: an interrupted comparison leaves whole
     seed-pairs behind it."""
-    from ..engine.config import config_from_dict, config_to_dict
-
     datasets = list(datasets) if datasets else [base_cfg.data.name]
     check_variants(variants)
     check_datasets(datasets)
@@ -172,22 +169,20 @@ def plan(base_cfg, variants, seeds, out_dir, datasets=None) -> list[PlannedRun]:
 
 
 def _check_reusable(run: PlannedRun) -> None:
-    """A finished run is reused only if it was trained with this very config (harmless keys aside)."""
-    from ..engine.config import diff_configs
-    from ..engine.rundir import load_run_config
-
-    changed = [k for k in diff_configs(load_run_config(run.path), run.cfg) if k not in HARMLESS_KEYS]
+    """A finished run is reused only if its config differs from this one in nothing that changes a result
+    (`result_differences`: the rule by which fit resumes a run)."""
+    changed = result_differences(load_run_config(run.path), run.cfg)
     if changed:
         raise CbamlabError(f"{run.path} holds a finished run with another config ({', '.join(changed)} differ); "
                            "use another --out, or delete that run to retrain it")
 
 
-def run_compare(base_cfg, variants, seeds, out_dir, datasets=None, *, report: bool = True) -> CompareResult:
-    """Train what is missing of variants x seeds (x datasets) under `base_cfg`, then write the report into
-    `out_dir` (report.md, report.html, figures/). Unknown models or datasets fail before any training."""
-    from .. import engine
-    from ..engine.rundir import is_complete
-
+def run_compare(base_cfg, variants, seeds, out_dir, datasets=None, *, report: bool | None = None) -> CompareResult:
+    """Train what is missing of variants x seeds (x datasets) under `base_cfg` into `out_dir`. Unknown models or
+    datasets fail before any training. The report is not written here: call `cbamlab.report.write_report`."""
+    if report is not None:
+        warnings.warn("run_compare(report=...) is deprecated and ignored: run_compare trains only; write the report "
+                      "with cbamlab.report.write_report(out_dir)", DeprecationWarning, stacklevel=2)
     out_dir = Path(out_dir)
     runs = plan(base_cfg, list(variants), list(seeds), out_dir, datasets)
     result = CompareResult(out_dir=out_dir)
@@ -203,15 +198,11 @@ def run_compare(base_cfg, variants, seeds, out_dir, datasets=None, *, report: bo
             log.info("%s: finished earlier, reused", tag)
             result.reused.append(r.path)
             continue
-        started = (r.path / "config.yaml").is_file()
+        started = (r.path / CONFIG).is_file()
         log.info("%s: %s", tag, "resuming" if started else "training")
         summary = engine.fit(r.cfg, r.path, resume=started)
         result.trained.append(r.path)
         top1 = summary.get("top1") if isinstance(summary, dict) else None
         log.info("%s: top-1 %s (%.0f s so far)", tag, "n/a" if top1 is None else f"{100 * top1:.2f} %",
                  time.perf_counter() - start)
-    if report:
-        from ..report.writer import write_report
-
-        result.report = write_report(out_dir)
     return result

@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..experiments.results import Group, Run  # noqa: E402
+from ..engine.rundir import Run  # noqa: E402
+from .groups import Group  # noqa: E402
 
 DPI = 100
 plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.grid": True, "grid.alpha": 0.3,
@@ -37,7 +38,7 @@ def _png(fig) -> bytes:
 
 def _column(run: Run, name: str) -> np.ndarray:
     """A metrics column as floats, NaN where not measured."""
-    return np.array([np.nan if v is None else float(v) for v in run.metrics.get(name, [])], dtype=float)
+    return np.array([np.nan if v is None else float(v) for v in run.column(name)], dtype=float)
 
 
 def _stack(runs: list[Run], name: str) -> tuple[np.ndarray, np.ndarray] | None:

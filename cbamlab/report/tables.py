@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass
 
 from ..errors import CbamlabError
-from ..experiments.results import Group, attn_kind, finite
 from . import stats
+from .groups import Group, attn_kind, finite
 
 COLUMNS = ("variant", "n", "top-1 %", "top-5 %", "Δ top-1 vs baseline (95 % CI)", "p (paired t)",
            "p (sign-flip)", "params", "MACs", "train img/s", "latency ms", "device", "torch")

@@ -19,7 +19,7 @@ import optuna  # noqa: E402
 from optuna.distributions import json_to_distribution  # noqa: E402
 
 from .. import _io  # noqa: E402
-from ..errors import CbamlabError  # noqa: E402
+from ..engine.rundir import read_tune_record  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +27,7 @@ STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 
 def load_record(study_dir) -> dict:
-    path = Path(study_dir) / "tune.json"
-    if not path.is_file():
-        raise CbamlabError(f"no tuning record at {path} (run cbamlab tune first)")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CbamlabError(f"{path}: not valid JSON") from None
+    return read_tune_record(study_dir)
 
 
 def importances(record: dict) -> dict[str, float] | None:

@@ -13,8 +13,9 @@ from pathlib import Path
 import yaml
 
 from .. import _io
-from ..experiments.results import Group, Run, load_groups, recipe_differences
+from ..engine.rundir import Run
 from . import plots, tables
+from .groups import Group, load_groups, recipe_differences
 
 log = logging.getLogger(__name__)
 

@@ -14,14 +14,13 @@ Modules: `space` (tune.space: parse, check, sample), `settings` (the rest of the
 (where a study lives, dead workers), `worker` (the trial loop, in-process or spawned), `run` (prepare, search,
 retrain, the record).
 """
-from .run import (DEFAULT_BASE, DEFAULT_STUDY, DEFAULT_TUNE, comparable, final_config, mean_std, prepare, retrain,
-                  run_tune, trial_record)
-from .settings import DEFAULT_SPACE, TuneSettings, check_target, parse_tune_section
+from .run import DEFAULT_BASE, DEFAULT_STUDY, DEFAULT_TUNE, final_config, mean_std, prepare, retrain, run_tune, trial_record
+from .settings import DEFAULT_SPACE, TuneSettings, check_target, parse_tune_section, val_fraction_of
 from .space import SearchSpace, parse_space
 from .storage import StorageError, StorageSpec, open_storage, open_study, resolve_storage
 from .worker import TrialContext, WorkerJob, run_worker, train_objective
 
-__all__ = ["prepare", "run_tune", "final_config", "retrain", "mean_std", "trial_record", "comparable",
+__all__ = ["prepare", "run_tune", "final_config", "retrain", "mean_std", "trial_record",
            "DEFAULT_BASE", "DEFAULT_STUDY", "DEFAULT_TUNE", "DEFAULT_SPACE", "TuneSettings", "check_target",
-           "parse_tune_section", "SearchSpace", "parse_space", "StorageError", "StorageSpec", "open_storage",
+           "parse_tune_section", "val_fraction_of", "SearchSpace", "parse_space", "StorageError", "StorageSpec", "open_storage",
            "open_study", "resolve_storage", "TrialContext", "WorkerJob", "run_worker", "train_objective"]

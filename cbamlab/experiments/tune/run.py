@@ -12,16 +12,16 @@ import optuna
 from optuna.distributions import distribution_to_json
 from optuna.trial import TrialState
 
-from ... import _io
 from ...engine import fit
-from ...engine.config import config_from_dict, config_to_dict, load_config, split_sections
-from ...engine.rundir import is_complete, read_summary
+from ...engine.config import config_from_dict, config_to_dict, load_config, result_part, split_sections
+from ...engine.rundir import is_complete, read_summary, write_tune_record
 from ...engine.runtime import available_cores
 from ...errors import CbamlabError
-from .settings import DEFAULT_SPACE, TuneSettings, parse_tune_section
+from .settings import DEFAULT_SPACE, TuneSettings, parse_tune_section, val_fraction_of
 from .storage import (StorageSpec, count_trials, fail_dead_trials, open_storage, open_study,
                            resolve_storage)
-from .worker import WorkerJob, run_worker, run_workers, target_reached, train_objective
+from . import worker
+from .worker import WorkerJob, run_worker, run_workers, target_reached
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +47,12 @@ def prepare(raw: dict | None, overrides=()) -> tuple[dict, TuneSettings]:
     if not isinstance(section, dict):
         raise CbamlabError(f"tune: expected a mapping, got {section!r}")
     base = config_to_dict(load_config(engine_part, overrides))
-    val_fraction = section.get("val_fraction", 0.1)
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
-        raise CbamlabError(f"tune.val_fraction: expected a fraction in (0, 1), got {val_fraction!r}")
+    val_fraction = val_fraction_of(section)
     if base["data"]["val_fraction"] <= 0:
-        base["data"]["val_fraction"] = float(val_fraction)
+        base["data"]["val_fraction"] = val_fraction
     base["train"]["eval_test"] = False
     base = config_to_dict(config_from_dict(base))
     return base, parse_tune_section(section, base, config_from_dict)
-
-
-# settings that change how a run executes or reports, not what it learns: ignored when comparing base configs
-RUNTIME_KEYS = (("train", "progress"), ("train", "threads"), ("train", "tensorboard"), ("train", "device"),
-                ("data", "workers"), ("data", "root"), ("data", "download"))
-
-
-def comparable(base: dict) -> dict:
-    out = copy.deepcopy(base)
-    for section, key in RUNTIME_KEYS:
-        out.get(section, {}).pop(key, None)
-    return out
 
 
 def final_config(base: dict, settings: TuneSettings, params: dict, seed: int) -> dict:
@@ -132,13 +118,15 @@ def trial_record(t: optuna.trial.FrozenTrial) -> dict:
 def run_tune(base: dict, settings: TuneSettings, out_dir, *, study_name: str | None = None,
              trials: int | None = None, timeout: float | None = None, storage: str | None = None,
              workers: int = 1, target: float | None = None, n_seeds: int | None = None,
-             objective=train_objective) -> dict:
+             objective=None) -> dict:
     """Search, then retrain and test the best; returns the record also written to `STUDY_DIR/tune.json`.
 
     `trials` is the number of trials in the study in all (finished or running, not failed): running the same
     call again after a stop continues to it. `timeout` bounds this call's search, `target` stops the search
     once a trial's objective reaches it. `n_seeds = 0` skips retraining (a worker on a second machine).
+    `objective(trial, ctx)` trains one trial (default: `worker.train_objective`, real training with `fit`).
     """
+    objective = objective if objective is not None else worker.train_objective
     out_dir = Path(out_dir)
     study_name = study_name or settings.study or DEFAULT_STUDY
     trials = trials if trials is not None else settings.trials
@@ -155,7 +143,7 @@ def run_tune(base: dict, settings: TuneSettings, out_dir, *, study_name: str | N
     opened = open_storage(spec)
     study, created = open_study(opened, study_name, direction=settings.direction,
                                 space=settings.space.canonical(), metric=settings.metric,
-                                base_config=comparable(base))
+                                base_config=result_part(base))
     study_dir = out_dir / study_name
     study_dir.mkdir(parents=True, exist_ok=True)
     fail_dead_trials(study)
@@ -188,7 +176,7 @@ def run_tune(base: dict, settings: TuneSettings, out_dir, *, study_name: str | N
         record["best"] = {"number": best.number, "value": best.value, "params": best.params,
                           "config_values": settings.space.decode(best.params),
                           "run_dir": best.user_attrs.get("run_dir")}
-    _io.write_json(study_dir / "tune.json", record)
+    write_tune_record(study_dir, record)
     if not done:
         raise CbamlabError(f"no trial of study '{study_name}' has completed yet "
                            f"({', '.join(f'{k.lower()} {v}' for k, v in record['counts'].items() if v)}); "
@@ -199,7 +187,7 @@ def run_tune(base: dict, settings: TuneSettings, out_dir, *, study_name: str | N
                            "config": final_config(base, settings, study.best_trial.params, int(base["seed"])),
                            "test_top1": mean_std([r["test_top1"] for r in runs]),
                            "test_top5": mean_std([r["test_top5"] for r in runs if r["test_top5"] is not None])}
-        _io.write_json(study_dir / "tune.json", record)
+        write_tune_record(study_dir, record)
     return record
 
 

@@ -119,7 +119,6 @@ def build(section: str, spec: dict, table: dict[str, Callable], first_arg) -> An
 @dataclass
 class TuneSettings:
     space: SearchSpace
-    space_spec: dict
     metric: str = "val_top1"
     pruner: dict = field(default_factory=lambda: {"name": "median"})
     sampler: dict = field(default_factory=lambda: {"name": "tpe"})
@@ -128,7 +127,6 @@ class TuneSettings:
     target_accuracy: float | None = None
     n_seeds: int = 3
     study: str | None = None
-    val_fraction: float = 0.1
 
     @property
     def direction(self) -> str:
@@ -153,6 +151,14 @@ def check_target(value, where="tune.target_accuracy") -> float | None:
     return value
 
 
+def val_fraction_of(section: dict) -> float:
+    """`tune.val_fraction`: the validation split carved from train when the base config has none."""
+    value = section.get("val_fraction", 0.1)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ConfigError(f"tune.val_fraction: expected a fraction in (0, 1), got {value!r}")
+    return float(value)
+
+
 def parse_tune_section(section: dict | None, base: dict, validate=None) -> TuneSettings:
     """Check the `tune:` mapping against the resolved base config dict (the search config: val split on)."""
     section = dict(section or {})
@@ -171,19 +177,17 @@ def parse_tune_section(section: dict | None, base: dict, validate=None) -> TuneS
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not math.isfinite(timeout) or timeout <= 0):
         raise ConfigError(f"tune.timeout: expected seconds > 0, got {timeout!r}")
-    val_fraction = section.get("val_fraction", 0.1)
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
-        raise ConfigError(f"tune.val_fraction: expected a fraction in (0, 1), got {val_fraction!r}")
+    val_fraction_of(section)
     study = section.get("study")
     settings = TuneSettings(
-        space=space, space_spec=space_spec, metric=metric,
+        space=space, metric=metric,
         pruner=_named("pruner", section.get("pruner"), PRUNERS, "median"),
         sampler=_named("sampler", section.get("sampler"), SAMPLERS, "tpe"),
         trials=_positive_int("trials", section.get("trials", 20)),
         timeout=None if timeout is None else float(timeout),
         target_accuracy=check_target(section.get("target_accuracy")),
         n_seeds=_positive_int("n_seeds", section.get("n_seeds", 3), allow_zero=True),
-        study=None if study is None else str(study), val_fraction=float(val_fraction))
+        study=None if study is None else str(study))
     if settings.target_accuracy is not None and settings.direction != "maximize":
         raise ConfigError(f"tune.target_accuracy: needs an accuracy objective, not {metric}")
     build("pruner", settings.pruner, PRUNERS, max_epochs(settings.space, base))  # bad options fail here

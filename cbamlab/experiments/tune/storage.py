@@ -27,6 +27,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
+from ...engine.config import result_differences
 from ...errors import CbamlabError
 
 log = logging.getLogger(__name__)
@@ -160,9 +161,10 @@ def open_study(storage, study_name: str, *, direction: str, space: dict, metric:
                                f"not {direction}; choose another --study name")
         if SPACE_ATTR in attrs:
             old = attrs.get(CONFIG_ATTR)
-            if old is not None and old != base_config:
-                log.warning("study '%s': the base config differs from the one it was started with; trials "
-                            "before and after the change are compared as if equal", study_name)
+            changed = result_differences(old, base_config) if old is not None else []
+            if changed:
+                log.warning("study '%s': the base config differs from the one it was started with (%s); trials "
+                            "before and after the change are compared as if equal", study_name, ", ".join(changed))
             return study, False
     study.set_user_attr(SPACE_ATTR, space)
     study.set_user_attr(METRIC_ATTR, metric)

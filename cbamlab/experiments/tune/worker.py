@@ -15,7 +15,7 @@ import shutil
 import signal
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -78,7 +78,6 @@ class WorkerJob:
     threads: int = 0           # train.threads for this worker's runs (0: leave the config's)
     objective: Callable[[optuna.Trial, TrialContext], float] = train_objective
     log_level: int = logging.INFO
-    extra: dict = field(default_factory=dict)
 
 
 def target_reached(study: optuna.Study, target: float | None) -> bool:

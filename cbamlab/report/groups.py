@@ -1,0 +1,172 @@
+"""Grouping finished runs (read by `engine.rundir`) into comparisons that are fair: same dataset, same recipe,
+variants paired by seed.
+
+A recipe is the part of a run's config that changes a result (`engine.config.result_part`) minus what a
+comparison varies on purpose: the seed, the model name and its attention options. Runs whose recipes differ are
+never pooled; they land in separate groups, and the report shows each group on its own. Within a group, a model
+whose runs differ in an attention option becomes several variants, labelled with the options that differ.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..engine.config import config_from_dict, config_to_dict, result_differences, result_part
+from ..engine.rundir import Run, find_runs
+from ..errors import CbamlabError, ConfigError
+from ..models import model_info
+from ..models._registry import ATTN_OPTIONS
+
+log = logging.getLogger(__name__)
+
+_ATTN_ORDER = {"none": 0, "se": 1, "cbam": 2}
+
+
+@dataclass
+class Group:
+    """Complete runs of one dataset under one recipe. `variants` in display order (plain first), `runs[v][seed]`."""
+
+    dataset: str
+    recipe: dict
+    variants: list[str]
+    runs: dict[str, dict[int, Run]]
+
+    def seeds(self, variant: str) -> list[int]:
+        return sorted(self.runs[variant])
+
+    def baseline_for(self, variant: str) -> str | None:
+        """The plain twin of `variant` when it is in the group, else the group's first plain variant, else None."""
+        model = variant.split(" ")[0]  # a label may carry options: "resnet20_cbam (reduction=8)"
+        if attn_kind(model) == "none":
+            return None
+        twin = plain_twin(model)
+        if twin in self.runs:
+            return twin
+        plain = [v for v in self.variants if attn_kind(v.split(" ")[0]) == "none"]
+        return plain[0] if plain else None
+
+
+def attn_kind(model: str) -> str:
+    """'none', 'se', 'cbam' (from the registry, else from the name's suffix) or 'other'."""
+    try:
+        return model_info(model).attn
+    except CbamlabError:  # a model this version does not know: fall back to the naming convention
+        for kind, suffix in (("cbam", "_cbam"), ("se", "_se")):
+            if model.endswith(suffix):
+                return kind
+        return "none"
+
+
+def plain_twin(model: str) -> str:
+    try:
+        return model_info(model).base
+    except CbamlabError:
+        for suffix in ("_cbam", "_se"):
+            if model.endswith(suffix):
+                return model[: -len(suffix)]
+        return model
+
+
+def resolved(config: dict) -> dict:
+    """A run's config mapping with every default filled in, so that a key added to cbamlab after the run was
+    written does not set it apart; a config this version cannot read is taken as written."""
+    try:
+        return config_to_dict(config_from_dict(config))
+    except ConfigError:
+        return config
+
+
+def recipe_of(config: dict) -> dict:
+    """The result part of a config mapping minus the seed, the model name and the attention options."""
+    recipe = result_part(resolved(config))
+    recipe.pop("seed", None)
+    if isinstance(recipe.get("model"), dict):
+        recipe["model"] = {k: v for k, v in recipe["model"].items() if k != "name" and k not in ATTN_OPTIONS}
+    return recipe
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): d}
+
+
+def recipe_differences(a: dict, b: dict) -> list[str]:
+    """'key: x vs y' for each flattened key where two recipes differ."""
+    fa, fb = _flatten(a), _flatten(b)
+    return [f"{k}: {fa.get(k, '-')} vs {fb.get(k, '-')}" for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+
+
+def _variant_label(run: Run, varying: list[str]) -> str:
+    opts = run.config.get("model") or {}
+    extra = [f"{k}={opts.get(k)}" for k in varying]
+    return run.model + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _varying_options(runs: list[Run]) -> list[str]:
+    """The model options in which runs of one model and recipe differ (by the rule of `result_differences`)."""
+    keys: set[str] = set()
+    for run in runs[1:]:
+        diff = result_differences(resolved(runs[0].config), resolved(run.config))
+        keys |= {k.split(".", 1)[1] for k in diff if k.startswith("model.")}
+    return [k for k in ATTN_OPTIONS if k in keys]
+
+
+def variant_order(name: str):
+    base = name.split(" ")[0]
+    return (plain_twin(base), _ATTN_ORDER.get(attn_kind(base), 3), name)
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """Complete runs grouped by (dataset, recipe). Within a group, a model whose attention options differ between
+    runs becomes several variants labelled with those options. Two runs of one variant and seed are an error."""
+    by_key: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        if run.complete:
+            key = json.dumps(recipe_of(run.config), sort_keys=True, default=str)
+            by_key[(run.dataset, key)].append(run)
+    groups = []
+    # per dataset, the largest comparison first
+    for (dataset, key), members in sorted(by_key.items(), key=lambda kv: (kv[0][0], -len(kv[1]), kv[0][1])):
+        per_model: dict[str, list[Run]] = defaultdict(list)
+        for run in members:
+            per_model[run.model].append(run)
+        varying = {m: _varying_options(rs) for m, rs in per_model.items()}
+        table: dict[str, dict[int, Run]] = defaultdict(dict)
+        for run in members:
+            label = _variant_label(run, varying[run.model])
+            if run.seed in table[label]:
+                other = table[label][run.seed].path
+                raise CbamlabError(f"two finished runs of {label} seed {run.seed} under one recipe: {other} and "
+                                   f"{run.path}; remove one or report them separately")
+            table[label][run.seed] = run
+        variants = sorted(table, key=variant_order)
+        groups.append(Group(dataset=dataset, recipe=json.loads(key), variants=variants, runs=dict(table)))
+    return groups
+
+
+def load_groups(root: str | Path) -> tuple[list[Group], list[Run]]:
+    """(groups of complete runs, unfinished runs) under `root`; an empty or foreign folder is an error."""
+    runs = find_runs(root)
+    if not runs:
+        raise CbamlabError(f"{root} holds no cbamlab run directories (no config.yaml found below it)")
+    unfinished = [r for r in runs if not r.complete]
+    groups = group_runs(runs)
+    if not groups:
+        raise CbamlabError(f"{root} holds {len(runs)} run director{'y' if len(runs) == 1 else 'ies'} but none "
+                           f"finished (no summary.json with status complete)")
+    for r in unfinished:
+        log.warning("left out unfinished run %s", r.path)
+    return groups, unfinished
+
+
+def finite(values) -> list[float]:
+    return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]

@@ -1,0 +1,101 @@
+"""The run directory module: each file written and read back by the one module that owns the format, corrupt
+files named, and the one rule (declared on the config fields) by which fit resumes and compare reuses a run."""
+import csv
+
+import pytest
+
+from cbamlab.engine import rundir
+from cbamlab.engine.config import (load_config, non_result_keys, result_differences, result_part,
+                                   config_to_dict)
+from cbamlab.errors import CbamlabError
+from fake_runs import make_run
+
+
+def test_every_file_round_trips(tmp_path):
+    cfg = load_config(None, ["model.name=resnet20_se", "optim.lr=0.05", "seed=3"])
+    rundir.write_config(tmp_path, cfg)
+    rundir.write_metrics(tmp_path, [{"epoch": 1, "lr": 0.1, "train_loss": 1.25, "test_top1": 0.5},
+                                    {"epoch": 2, "lr": 0.01, "train_loss": 0.5, "test_top1": None}])
+    rundir.write_summary(tmp_path, {"status": "complete", "model": "resnet20_se", "seed": 3, "top1": 0.5})
+    rundir.write_env(tmp_path, {"torch": "2.x"})
+    with open(tmp_path / rundir.METRICS) as f:
+        assert tuple(next(csv.reader(f))) == rundir.METRIC_COLUMNS
+    run = rundir.read_run(tmp_path)
+    assert config_to_dict(run.load_config()) == config_to_dict(cfg)
+    assert run.config["optim"]["lr"] == 0.05 and run.seed == 3 and run.model == "resnet20_se"
+    assert run.metrics[0]["epoch"] == 1 and isinstance(run.metrics[0]["epoch"], int)
+    assert run.column("train_loss") == [1.25, 0.5]
+    assert run.column("test_top1") == [0.5, None] and run.column("val_top1") == [None, None]
+    assert run.column("no_such_column") == []
+    assert run.complete and run.summary["top1"] == 0.5 and run.env == {"torch": "2.x"}
+    assert rundir.is_complete(tmp_path)
+
+
+def test_an_unfinished_run_reads_back_without_summary(tmp_path):
+    run = rundir.read_run(make_run(tmp_path, "resnet20_cbam", seed=2, complete=False))
+    assert not run.complete and run.summary == {} and run.seed == 2 and len(run.metrics) == 3
+    assert rundir.read_summary(run.path) is None and not rundir.is_complete(run.path)
+
+
+def test_find_runs_skips_checkpoints_and_sorts(tmp_path):
+    make_run(tmp_path, "resnet20_se", 0)
+    make_run(tmp_path, "resnet20", 1, complete=False)
+    (tmp_path / "digits" / "resnet20_se" / "seed0" / rundir.CHECKPOINTS).mkdir()
+    (tmp_path / "digits" / "resnet20_se" / "seed0" / rundir.CHECKPOINTS / rundir.CONFIG).write_text("seed: 0\n")
+    assert [(r.model, r.seed, r.complete) for r in rundir.find_runs(tmp_path)] == [("resnet20", 1, False),
+                                                                                ("resnet20_se", 0, True)]
+    with pytest.raises(CbamlabError, match="no such folder"):
+        rundir.find_runs(tmp_path / "missing")
+
+
+def test_corrupt_files_are_named(tmp_path):
+    run = make_run(tmp_path, "resnet20", 0)
+    (run / rundir.SUMMARY).write_text("{not json")
+    with pytest.raises(CbamlabError, match="summary.json: not valid JSON"):
+        rundir.read_run(run)
+    (run / rundir.SUMMARY).write_text("[1, 2]")
+    with pytest.raises(CbamlabError, match="summary.json: expected a JSON object"):
+        rundir.read_run(run)
+    (run / rundir.CONFIG).write_text("- just\n- a list\n")
+    with pytest.raises(CbamlabError, match="config.yaml"):
+        rundir.read_run(run)
+    with pytest.raises(CbamlabError, match="not a cbamlab run directory"):
+        rundir.read_run(tmp_path)
+
+
+def test_unreadable_metric_cells_are_not_measured(tmp_path):
+    (tmp_path / rundir.METRICS).write_text("epoch,lr,test_top1\n1,0.1,nan-ish\n2,,0.5\n")
+    assert rundir.read_metrics(tmp_path) == [{"epoch": 1, "lr": 0.1, "test_top1": None},
+                                             {"epoch": 2, "lr": None, "test_top1": 0.5}]
+    assert rundir.read_metrics(tmp_path / "nothing") == []
+
+
+def test_which_keys_change_a_result_is_declared_once():
+    assert non_result_keys() == {"data.root", "data.download", "data.workers", "model.num_classes",
+                                 "model.in_chans", "train.threads", "train.progress", "train.tensorboard"}
+    a = load_config(None, ["train.threads=1", "data.workers=0"])
+    b = load_config(None, ["train.threads=4", "train.progress=false"])
+    assert result_differences(a, b) == []
+    assert result_differences(a, load_config(None, ["optim.lr=0.05", "seed=1"])) == ["optim.lr", "seed"]
+    # mappings work alike, and a key only one side has is a difference
+    d = config_to_dict(a)
+    assert result_differences(d, {**d, "extra": {"x": 1}}) == ["extra.x"]
+    assert "threads" not in result_part(d)["train"] and result_part(d)["optim"] == d["optim"]
+
+
+def _unfinished(run_dir, cfg):
+    """An interrupted run as fit leaves it: config, metrics of epoch 1 and a training state."""
+    rundir.write_config(run_dir, cfg)
+    rundir.write_metrics(run_dir, [{"epoch": 1}])
+    (run_dir / rundir.LAST_STATE).parent.mkdir()
+    (run_dir / rundir.LAST_STATE).write_bytes(b"state")
+
+
+def test_prepare_resumes_across_non_result_keys_only(tmp_path):
+    cfg = load_config(None, ["train.threads=1"])
+    _unfinished(tmp_path, cfg)
+    assert rundir.prepare(tmp_path, load_config(None, ["train.threads=2", "data.root=/x"]), resume=True) == "resume"
+    with pytest.raises(rundir.RunDirError, match="optim.lr differ"):
+        rundir.prepare(tmp_path, load_config(None, ["train.threads=1", "optim.lr=0.05"]), resume=True)
+    with pytest.raises(rundir.RunDirError, match="--resume"):
+        rundir.prepare(tmp_path, cfg, resume=False)
