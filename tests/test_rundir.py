@@ -71,7 +71,7 @@ def test_unreadable_metric_cells_are_not_measured(tmp_path):
 
 
 def test_which_keys_change_a_result_is_declared_once():
-    assert non_result_keys() == {"data.root", "data.download", "data.workers", "model.num_classes",
+    assert non_result_keys() == {"data.root", "data.download", "data.workers", "data.index_cache", "model.num_classes",
                                  "model.in_chans", "train.threads", "train.progress", "train.tensorboard"}
     a = load_config(None, ["train.threads=1", "data.workers=0"])
     b = load_config(None, ["train.threads=4", "train.progress=false"])

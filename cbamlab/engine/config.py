@@ -30,6 +30,9 @@ TTA = ("none", "hflip")
 MAX_SEED = 2**63 - 1
 MAX_LR = 10.0
 MAX_WEIGHT_DECAY = 1.0
+# Field metadata of a key that does not change what a run computes (where it runs from, how it shows progress):
+# fit resumes, compare reuses, tune and the report group across such differences. `result_differences` reads it.
+NO_RESULT = {"affects_result": False}
 
 
 @dataclass
@@ -42,24 +45,24 @@ class ModelConfig:
     shortcut: Optional[str] = None
     width: int = 1                     # He et al.'s CIFAR nets: stage widths 16k/32k/64k (WRN-style)
     pretrained: Optional[str] = None   # a weights file whose backbone is loaded (load_backbone)
-    num_classes: Optional[int] = None  # None: taken from the dataset; set: must match it
-    in_chans: Optional[int] = None     # None: taken from the dataset; set: must match it
+    num_classes: Optional[int] = field(default=None, metadata=NO_RESULT)  # None: from the dataset; set: must match
+    in_chans: Optional[int] = field(default=None, metadata=NO_RESULT)     # None: from the dataset; set: must match
 
 
 @dataclass
 class DataConfig:
     name: str = "digits"
-    root: Optional[str] = None
-    download: bool = False
+    root: Optional[str] = field(default=None, metadata=NO_RESULT)
+    download: bool = field(default=False, metadata=NO_RESULT)
     image_size: Optional[int] = None
     val_fraction: float = 0.0
     augment: str = "auto"
     augment_overrides: dict = field(default_factory=dict)  # e.g. {hflip: false, crop_padding: 2}
-    workers: int = 2
+    workers: int = field(default=2, metadata=NO_RESULT)
     # an image folder whose decoded images (all splits, at the training size) fit is decoded once into memory;
     # a larger one streams from its files (data/loaders.py). 0: always stream
     memory_budget_gb: float = MEMORY_BUDGET_GB
-    index_cache: bool = False          # image folder: reuse its file list while unchanged
+    index_cache: bool = field(default=False, metadata=NO_RESULT)  # image folder: reuse its file list while unchanged
 
 
 @dataclass
@@ -74,10 +77,10 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     device: str = "auto"
-    threads: int = 0                   # 0: one per available core
+    threads: int = field(default=0, metadata=NO_RESULT)  # 0: one per available core
     deterministic: bool = True
-    progress: bool = True              # a tqdm bar, shown only on a terminal
-    tensorboard: bool = False
+    progress: bool = field(default=True, metadata=NO_RESULT)  # a tqdm bar, shown only on a terminal
+    tensorboard: bool = field(default=False, metadata=NO_RESULT)
     ema: bool = False                  # evaluate and save an EMA of the weights (engine/ema.py)
     ema_decay: float = 0.999
     ema_warmup: bool = True            # timm ModelEmaV3 warm-up: decay min(ema_decay, 1 - (1 + step)^(-2/3))
@@ -305,6 +308,44 @@ def diff_configs(a: Config, b: Config) -> list[str]:
     for sec in da:
         if isinstance(da[sec], dict):
             out += [f"{sec}.{k}" for k in da[sec] if da[sec][k] != db[sec][k]]
+    return out
+
+
+def non_result_keys() -> set[str]:
+    """Dotted keys declared `metadata=NO_RESULT`: they do not change what a run computes."""
+    out = set()
+    for section in dataclasses.fields(Config):
+        if dataclasses.is_dataclass(section.default_factory):
+            out |= {f"{section.name}.{f.name}" for f in dataclasses.fields(section.default_factory)
+                    if not f.metadata.get("affects_result", True)}
+    return out
+
+
+def result_part(d: dict) -> dict:
+    """A copy of the config mapping `d` without the keys that do not change a result (keys this version does
+    not know are kept: a run written by another version is compared on everything it recorded)."""
+    skip = non_result_keys()
+    return {k: ({kk: vv for kk, vv in v.items() if f"{k}.{kk}" not in skip} if isinstance(v, dict) else v)
+            for k, v in d.items()}
+
+
+def result_differences(a: Config | dict, b: Config | dict) -> list[str]:
+    """Dotted keys whose values differ between two configs (or config mappings) in a way that changes a result.
+    The one rule behind fit's resume, compare's reuse, tune's base-config check and the report's grouping."""
+    fa, fb = (_flat(result_part(config_to_dict(c) if isinstance(c, Config) else c)) for c in (a, b))
+    return [k for k in sorted(set(fa) | set(fb)) if fa.get(k, _MISSING) != fb.get(k, _MISSING)]
+
+
+_MISSING = object()
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and not prefix:  # sections; mappings inside a section are values
+            out.update(_flat(v, f"{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
     return out
 
 
