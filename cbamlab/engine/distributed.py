@@ -54,13 +54,6 @@ def broadcast(obj, d: Dist | None):
     return box[0]
 
 
-def barrier(d: Dist | None) -> None:
-    if d is not None:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 def close(d: Dist | None) -> None:
     if d is not None and d.owned:
         import torch.distributed as dist
