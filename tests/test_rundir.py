@@ -4,6 +4,7 @@ import csv
 
 import pytest
 
+from cbamlab.engine import checkpoint as ckpt
 from cbamlab.engine import rundir
 from cbamlab.engine.config import (load_config, non_result_keys, result_differences, result_part,
                                    config_to_dict)
@@ -71,8 +72,11 @@ def test_unreadable_metric_cells_are_not_measured(tmp_path):
 
 
 def test_which_keys_change_a_result_is_declared_once():
-    assert non_result_keys() == {"data.root", "data.download", "data.workers", "data.index_cache", "model.num_classes",
-                                 "model.in_chans", "train.threads", "train.progress", "train.tensorboard"}
+    declared = non_result_keys()
+    assert {"data.root", "data.download", "data.workers", "model.num_classes", "model.in_chans", "train.threads",
+            "train.progress", "train.tensorboard"} <= declared
+    assert not declared & {"seed", "model.name", "model.reduction", "data.name", "data.augment", "train.epochs",
+                           "train.batch_size", "optim.lr", "schedule.name"}
     a = load_config(None, ["train.threads=1", "data.workers=0"])
     b = load_config(None, ["train.threads=4", "train.progress=false"])
     assert result_differences(a, b) == []
@@ -87,8 +91,7 @@ def _unfinished(run_dir, cfg):
     """An interrupted run as fit leaves it: config, metrics of epoch 1 and a training state."""
     rundir.write_config(run_dir, cfg)
     rundir.write_metrics(run_dir, [{"epoch": 1}])
-    (run_dir / rundir.LAST_STATE).parent.mkdir()
-    (run_dir / rundir.LAST_STATE).write_bytes(b"state")
+    ckpt.save_state(run_dir / rundir.LAST_STATE, {"epoch": 1})
 
 
 def test_prepare_resumes_across_non_result_keys_only(tmp_path):

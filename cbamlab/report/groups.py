@@ -20,7 +20,7 @@ from ..engine.config import config_from_dict, config_to_dict, result_differences
 from ..engine.rundir import Run, find_runs
 from ..errors import CbamlabError, ConfigError
 from ..models import model_info
-from ..models._registry import ATTN_OPTIONS
+from ..models.options import ATTN_OPTIONS
 
 log = logging.getLogger(__name__)
 
