@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 
+from .. import __version__
 from ..errors import CbamlabError
 
 # Order is the order of `cbamlab --help`.
@@ -30,8 +31,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = _Parser(prog="cbamlab", description="Build, train, compare and explain ResNets with CBAM attention.")
     parser.add_argument("--version", action="version", version=f"cbamlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

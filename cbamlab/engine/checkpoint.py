@@ -7,11 +7,14 @@ Loading never unpickles code: a pickle that would import or call anything is ref
 """
 from __future__ import annotations
 
+import json
 import random
+import struct
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load, save
 from torch import nn
 
 from .. import _io
@@ -26,19 +29,12 @@ def _plain_state(model_or_state) -> dict[str, torch.Tensor]:
 
 def save_weights(path, model_or_state, metadata: dict | None = None) -> Path:
     """Write the weights as safetensors, atomically; `metadata` values become strings."""
-    from safetensors.torch import save
-
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     return _io.write_bytes(path, save(_plain_state(model_or_state), metadata=meta))
 
 
 def load_weights(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(state_dict, metadata) from a safetensors file; a corrupt or truncated file is a CheckpointError."""
-    import json
-    import struct
-
-    from safetensors.torch import load
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no such weights file: {path}")
