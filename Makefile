@@ -22,6 +22,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_folder.py
+	-$(PY) -m pip install -q -e '.[bench]'  # timm, for its CBAM (without it: no timm rows)
+	$(PY) benchmarks/bench_attention.py
 
 clean:
 	rm -rf runs .pytest_cache

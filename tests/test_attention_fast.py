@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import cbamlab
+from cbamlab.engine import fit, load_config
 from cbamlab.models import count_macs
 from cbamlab.models.attention import CBAM, ChannelGate, SpatialGate, set_attn_impl
 from cbamlab.models.rowconv import row_conv
@@ -254,3 +255,17 @@ def test_cuda_fast_equals_reference(arrangement):
     _compare(fast.cuda(), ref.cuda(), x, 1e-4)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert torch.isfinite(fast(x)).all()
+
+
+@pytest.mark.slow
+def test_training_with_either_implementation_reaches_the_same_accuracy(tmp_path):
+    # resnet20_cbam, 2 epochs on digits from one seed, float32: the two implementations differ only in rounding,
+    # so the runs stay close; 360 test images, so 0.03 is ~11 images (the binomial s.e. at 90 % is 0.016)
+    results = {}
+    for impl in ("fast", "reference"):
+        cfg = load_config(None, ["train.epochs=2", "train.batch_size=128", "model.name=resnet20_cbam",
+                                 "train.threads=1", "train.progress=false", "train.amp=none",
+                                 f"model.attn_impl={impl}"])
+        results[impl] = fit(cfg, tmp_path / impl)["top1"]
+    assert min(results.values()) > 0.5, results
+    assert abs(results["fast"] - results["reference"]) <= 0.03, results

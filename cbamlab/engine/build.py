@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.options import ATTN_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +24,10 @@ def check_fits(model_cfg, num_classes: int, in_chans: int, dataset: str) -> None
 def _create(name: str, model_cfg, num_classes: int, in_chans: int) -> nn.Module:
     from ..models import create_model
 
-    return create_model(name, num_classes=num_classes, in_chans=in_chans, reduction=model_cfg.reduction,
-                        kernel_size=model_cfg.kernel_size, arrangement=model_cfg.arrangement,
-                        spatial_bn_zero_init=model_cfg.spatial_bn_zero_init, shortcut=model_cfg.shortcut,
-                        width=model_cfg.width)
+    # every attention option the model section has (models.options.AttnOptions: one vocabulary)
+    attn = {k: getattr(model_cfg, k) for k in ATTN_OPTIONS if hasattr(model_cfg, k)}
+    return create_model(name, num_classes=num_classes, in_chans=in_chans, shortcut=model_cfg.shortcut,
+                        width=model_cfg.width, **attn)
 
 
 def build_model(model_cfg, num_classes: int, in_chans: int, seed: int | None = None) -> nn.Module:

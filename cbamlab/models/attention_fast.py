@@ -23,9 +23,10 @@ Max pooling ties: the whole gradient goes to the first maximum (the lowest chann
 in row-major order), as `torch.max(dim)` and max_pool2d route it. The reference pools with `max(dim).values`
 so that both follow this rule (`amax` would split it evenly among the ties).
 
-Falls back to the reference for the "lp" and "lse" pools, under torch.jit tracing, ONNX export and
-torch.compile (which all want plain ops), and when nothing needs a gradient it runs the same forward without
-building the Function. Double backward is not supported.
+When nothing needs a gradient (inference), it runs the reference's steps with value-only pools, in-place
+scaling and as few ops as it can (at batch 1 each op's fixed cost is most of the time). Falls back to the
+reference for the "lp" and "lse" pools, and under torch.jit tracing, ONNX export and torch.compile (which all
+want plain ops). Double backward is not supported.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from .rowconv import row_conv
 
 FAST_POOLS = frozenset({"avg", "max"})
 ROWCONV_MAX_WIDTH = 32  # wider maps: the banded product wastes W/k of its work; channels_last conv2d wins
+ROWCONV_MIN_ROWS = 256  # inference on fewer rows (B * H): conv2d's fixed cost is lower
 
 
 def supported(cbam) -> bool:
@@ -58,35 +60,70 @@ def cbam_forward(cbam, x: torch.Tensor) -> torch.Tensor:
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
         return _CBAMFunction.apply(x, cbam, *params)
     with torch.no_grad():
-        return _forward(cbam, x, graph=False)[0]
+        return _infer(cbam, x)
+
+
+# Inference (nothing needs a gradient): the reference's steps with value-only pools and in-place scaling, and as
+# few ops as possible, since at batch 1 each op's fixed cost is most of the time.
+
+def _mlp_on_pools(gate, pools: list) -> torch.Tensor:
+    """sum_k MLP(pool_k) (B, C), as one MLP call on the stacked descriptors (K*B, C)."""
+    if len(pools) == 1:
+        return gate.mlp(pools[0])
+    return gate.mlp(torch.cat(pools)).view(len(pools), *pools[0].shape).sum(dim=0)
+
+
+def _infer_mc(gate, x: torch.Tensor) -> torch.Tensor:
+    pools = [x.mean(dim=(2, 3)) if k == "avg" else
+             F.adaptive_max_pool2d(x, 1).flatten(1) if _is_channels_last(x) else x.amax(dim=(2, 3))
+             for k in gate.pool_types]
+    return gate._keep(torch.sigmoid(_mlp_on_pools(gate, pools)).view(*x.shape[:2], 1, 1))  # (B, C, 1, 1)
+
+
+def _infer_ms(gate, x: torch.Tensor) -> torch.Tensor:
+    smax, smean = x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)
+    if x.shape[0] * x.shape[2] >= ROWCONV_MIN_ROWS and x.shape[3] <= ROWCONV_MAX_WIDTH:
+        a = row_conv(torch.stack([smax[:, 0], smean[:, 0]], dim=2), gate.conv.weight).unsqueeze(1)
+    else:
+        a = gate.conv(torch.cat([smax, smean], dim=1))
+    return gate._keep(torch.sigmoid(gate.bn(a)))  # (B, 1, H, W)
+
+
+def _infer(cbam, x: torch.Tensor) -> torch.Tensor:
+    channel, spatial = cbam.channel, cbam.spatial
+    if spatial is None:
+        return x * _infer_mc(channel, x)
+    if cbam.arrangement == "channel_first":
+        g = x * _infer_mc(channel, x)  # (B, C, H, W)
+        return _scale_(g, _infer_ms(spatial, g))
+    if cbam.arrangement == "spatial_first":
+        g = x * _infer_ms(spatial, x)
+        return _scale_(g, _infer_mc(channel, g))
+    return _scale_(x * _infer_mc(channel, x), _infer_ms(spatial, x))
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
     return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
-def _hw_pools(x: torch.Tensor, pool_types, need_index: bool):
-    """Per-channel descriptors {kind: (B, C)} and the flat (h*W + w) arg-max index (B, C) or None."""
+# Training: the full-size work by hand, the small maps through their modules on detached leaves (a graph that
+# the backward differentiates), plus the arg-max indices of the max pools.
+
+def _hw_pools(x: torch.Tensor, pool_types):
+    """Per-channel descriptors {kind: (B, C)} and the flat (h*W + w) arg-max index (B, C) of the max pool."""
     pools, index = {}, None
     for kind in pool_types:
         if kind == "avg":
             pools[kind] = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        elif need_index:
+        else:
             value, index = F.adaptive_max_pool2d(x, 1, return_indices=True)
             pools[kind], index = value.flatten(1), index.flatten(1)
-        elif _is_channels_last(x):
-            pools[kind] = F.adaptive_max_pool2d(x, 1).flatten(1)
-        else:
-            pools[kind] = x.amax(dim=(2, 3))
     return pools, index
 
 
-def _c_pools(g: torch.Tensor, need_index: bool, mean=None):
-    """Channel-wise max (B, 1, H, W), its channel index or None, and mean (B, 1, H, W) unless given."""
-    if need_index:
-        smax, index = g.max(dim=1, keepdim=True)
-    else:
-        smax, index = g.amax(dim=1, keepdim=True), None
+def _c_pools(g: torch.Tensor, mean=None):
+    """Channel-wise max (B, 1, H, W), its channel index, and mean (B, 1, H, W) unless given."""
+    smax, index = g.max(dim=1, keepdim=True)
     return smax, index, g.mean(dim=1, keepdim=True) if mean is None else mean
 
 
@@ -97,23 +134,28 @@ def _scaled_mean(x: torch.Tensor, mc: torch.Tensor) -> torch.Tensor:
     return torch.bmm((mc / c).to(x.dtype).unsqueeze(1), x.view(b, c, h * w)).view(b, 1, h, w)
 
 
-def _leaves(tensors, graph: bool):
-    return [t.detach().requires_grad_() for t in tensors] if graph else list(tensors)
+def _leaves(tensors):
+    return [t.detach().requires_grad_() for t in tensors]
 
 
-def _channel_map(gate, pools: dict, graph: bool):
-    """Mc (B, C) from the descriptors, as ChannelGate.attention; with `graph`, (leaves, Mc) to differentiate."""
-    leaves = _leaves([pools[k] for k in gate.pool_types], graph)
-    with torch.set_grad_enabled(graph):
-        mc = torch.sigmoid(sum(gate.mlp(p) for p in leaves))  # (B, C)
+def _channel_map(gate, pools: dict):
+    """Mc (B, C) from the descriptors, as ChannelGate.attention, and (leaf, Mc): the leaf is the stacked
+    descriptors (K*B, C) in `gate.pool_types` order."""
+    stacked = torch.cat([pools[k] for k in gate.pool_types]) if len(pools) > 1 else pools[gate.pool_types[0]]
+    leaf = stacked.detach().requires_grad_()
+    with torch.enable_grad():
+        logits = gate.mlp(leaf)
+        if len(pools) > 1:
+            logits = logits.view(len(pools), -1, logits.shape[1]).sum(dim=0)
+        mc = torch.sigmoid(logits)  # (B, C)
     gate._keep(mc.detach()[:, :, None, None])
-    return mc.detach(), (dict(zip(gate.pool_types, leaves)), mc)
+    return mc.detach(), (leaf, mc)
 
 
-def _spatial_map(gate, smax: torch.Tensor, smean: torch.Tensor, graph: bool):
-    """Ms (B, 1, H, W) from the channel max and mean maps, as SpatialGate.attention."""
-    leaves = _leaves([smax, smean], graph)
-    with torch.set_grad_enabled(graph):
+def _spatial_map(gate, smax: torch.Tensor, smean: torch.Tensor):
+    """Ms (B, 1, H, W) from the channel max and mean maps, as SpatialGate.attention, and (leaves, Ms)."""
+    leaves = _leaves([smax, smean])
+    with torch.enable_grad():
         if smax.shape[-1] <= ROWCONV_MAX_WIDTH:
             rows = torch.stack([leaves[0][:, 0], leaves[1][:, 0]], dim=2)  # (B, H, 2, W)
             a = row_conv(rows, gate.conv.weight).unsqueeze(1)
@@ -126,44 +168,46 @@ def _spatial_map(gate, smax: torch.Tensor, smean: torch.Tensor, graph: bool):
 
 
 def _scale_(g: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """g * m, in place when the result keeps g's dtype (g is ours)."""
-    return g.mul_(m) if torch.result_type(g, m) == g.dtype else g * m
+    """g * m, in place when both have one dtype (g is ours)."""
+    return g.mul_(m) if m.dtype == g.dtype else g * m
 
 
-def _forward(cbam, x: torch.Tensor, graph: bool):
-    """The CBAM output and, with `graph`, what the backward needs."""
+def _forward(cbam, x: torch.Tensor):
+    """The CBAM output and what the backward needs."""
     channel, spatial, arrangement = cbam.channel, cbam.spatial, cbam.arrangement
     if spatial is None:
-        pools, hw_index = _hw_pools(x, channel.pool_types, graph)
-        mc, mc_graph = _channel_map(channel, pools, graph)
-        return x * mc[:, :, None, None], dict(mc=mc, mc_graph=mc_graph, hw_index=hw_index)
+        pools, hw_index = _hw_pools(x, channel.pool_types)
+        mc, mc_graph = _channel_map(channel, pools)
+        return x * mc[:, :, None, None], dict(mc=mc, mc_graph=mc_graph, hw_index=hw_index,
+                                                  pool_types=channel.pool_types)
     if arrangement == "channel_first":
-        pools, hw_index = _hw_pools(x, channel.pool_types, graph)
-        mc, mc_graph = _channel_map(channel, pools, graph)
+        pools, hw_index = _hw_pools(x, channel.pool_types)
+        mc, mc_graph = _channel_map(channel, pools)
         g = x * mc[:, :, None, None]  # (B, C, H, W)
-        smax, c_index, smean = _c_pools(g, graph, _scaled_mean(x, mc))
-        ms, ms_graph = _spatial_map(spatial, smax, smean, graph)
+        smax, c_index, smean = _c_pools(g, _scaled_mean(x, mc))
+        ms, ms_graph = _spatial_map(spatial, smax, smean)
         out = _scale_(g, ms)
     elif arrangement == "spatial_first":
-        smax, c_index, smean = _c_pools(x, graph)
-        ms, ms_graph = _spatial_map(spatial, smax, smean, graph)
+        smax, c_index, smean = _c_pools(x)
+        ms, ms_graph = _spatial_map(spatial, smax, smean)
         g = x * ms
-        pools, hw_index = _hw_pools(g, channel.pool_types, graph)
-        mc, mc_graph = _channel_map(channel, pools, graph)
+        pools, hw_index = _hw_pools(g, channel.pool_types)
+        mc, mc_graph = _channel_map(channel, pools)
         out = _scale_(g, mc[:, :, None, None])
     else:  # parallel
-        pools, hw_index = _hw_pools(x, channel.pool_types, graph)
-        smax, c_index, smean = _c_pools(x, graph)
-        mc, mc_graph = _channel_map(channel, pools, graph)
-        ms, ms_graph = _spatial_map(spatial, smax, smean, graph)
+        pools, hw_index = _hw_pools(x, channel.pool_types)
+        smax, c_index, smean = _c_pools(x)
+        mc, mc_graph = _channel_map(channel, pools)
+        ms, ms_graph = _spatial_map(spatial, smax, smean)
         out = _scale_(x * mc[:, :, None, None], ms)
-    return out, dict(mc=mc, ms=ms, mc_graph=mc_graph, ms_graph=ms_graph, hw_index=hw_index, c_index=c_index)
+    return out, dict(mc=mc, ms=ms, mc_graph=mc_graph, ms_graph=ms_graph, hw_index=hw_index, c_index=c_index,
+                     pool_types=channel.pool_types)
 
 
 class _CBAMFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, cbam, *params):
-        out, state = _forward(cbam, x, graph=True)
+        out, state = _forward(cbam, x)
         ctx.save_for_backward(x)
         ctx.state, ctx.cbam, ctx.params = state, cbam, params
         return out

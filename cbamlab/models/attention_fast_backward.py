@@ -55,19 +55,23 @@ def scatter_position_(d: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -
 
 
 class _Channel:
-    """The channel map's graph: mc = sigmoid(sum_k MLP(pool_k)), and where its descriptors came from."""
+    """The channel map's graph: mc = sigmoid(sum_k MLP(pool_k)) on the stacked descriptors, and where they came
+    from."""
 
     def __init__(self, state, dtype):
-        self.leaves_by_kind, self.out = state["mc_graph"]
-        self.kinds = list(self.leaves_by_kind)
+        self.leaf, self.out = state["mc_graph"]
+        self.kinds = list(state["pool_types"])
         self.mc = state["mc"].to(dtype)
         self.hw_index = state["hw_index"]  # (B, C) flat arg-max position of the max pool, or None
 
+    def split(self, dleaf) -> dict:
+        """{kind: d pool (B, C)} from the stacked descriptors' gradient."""
+        return dict(zip(self.kinds, dleaf.chunk(len(self.kinds))))
+
     def grads(self, dmc, params):
         """-> ({kind: d pool (B, C)}, param grads) from dL/dMc (B, C)."""
-        leaf_grads, p = _small_grads([self.out], [dmc.to(self.out.dtype)],
-                                     [self.leaves_by_kind[k] for k in self.kinds], params)
-        return dict(zip(self.kinds, leaf_grads)), p
+        (dleaf,), p = _small_grads([self.out], [dmc.to(self.out.dtype)], [self.leaf], params)
+        return self.split(dleaf), p
 
     def add_max_grad_(self, d: torch.Tensor, dpools: dict) -> None:
         """d += the max pool's input gradient (at the arg-max position)."""
@@ -140,14 +144,10 @@ def cbam_backward(cbam, x: torch.Tensor, dout: torch.Tensor, state: dict, params
     else:  # parallel: out = x * Mc * Ms, both maps pool x
         dmc = t.mul_(ms).sum(dim=(2, 3))
         leaves, ms_out = state["ms_graph"]
-        kinds = ch.kinds
-        wanted = [p for p in params if p.requires_grad]
-        all_leaves = [ch.leaves_by_kind[k] for k in kinds] + list(leaves)
-        out = torch.autograd.grad([ch.out, ms_out], [*all_leaves, *wanted],
-                                  [dmc.to(ch.out.dtype), dms.to(ms_out.dtype)], allow_unused=True)
-        grads.update((id(p), g) for p, g in zip(wanted, out[len(all_leaves):]) if g is not None)
-        dpools = dict(zip(kinds, out[:len(kinds)]))
-        dmax, dmean = out[len(kinds)], out[len(kinds) + 1]
+        (dleaf, dmax, dmean), g = _small_grads([ch.out, ms_out], [dmc.to(ch.out.dtype), dms.to(ms_out.dtype)],
+                                               [ch.leaf, *leaves], params)
+        grads.update(g)
+        dpools = ch.split(dleaf)
         dx = _scale_add_(torch.mul(dout, ms, out=torch.empty_like(x)), mc4, ch.avg_term(dpools, hw, dtype))
         dx.add_(dmean.to(dtype) / c)
         ch.add_max_grad_(dx, dpools)
