@@ -124,3 +124,20 @@ def test_numpy_integers_and_keep_map_pass_through():
     model.eval()(torch.randn(1, 1, 16, 16))
     assert model.layer3[-1].attn.spatial.last_map.shape == (1, 1, 4, 4)
     assert model.layer1[0].attn.channel.last_map.shape == (1, 16, 1, 1)
+
+
+def test_numpy_reduction_and_attn_options_object():
+    import numpy as np
+
+    from cbamlab.models.options import AttnOptions
+
+    a = cbamlab.create_model("resnet20_cbam", num_classes=10, reduction=np.int64(8))
+    b = cbamlab.create_model("resnet20_cbam", num_classes=10, reduction=8)
+    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+    c = cbamlab.create_model("resnet20_cbam", num_classes=10, attn=AttnOptions(reduction=8, kernel_size=3),
+                             keep_map=True)
+    assert c.layer1[0].attn.channel.mlp[0].out_features == 2 and c.layer1[0].attn.spatial.conv.kernel_size == (3, 3)
+    assert c.layer1[0].attn.channel.keep_map
+    assert cbamlab.create_model("resnet20_se", num_classes=10, attn_impl="reference") is not None
+    with pytest.raises(CbamlabError, match="unknown attention implementation 'slow'"):
+        cbamlab.create_model("resnet20", attn_impl="slow")

@@ -106,3 +106,30 @@ def test_convs_use_kaiming_fan_out():
     w = model.layer3[0].conv2.weight  # 256 out channels, 3x3: fan_out = 2304
     expected_std = (2.0 / (256 * 9)) ** 0.5
     assert abs(w.std().item() / expected_std - 1) < 0.05
+
+
+def test_submodules_apply_their_own_init_after_the_generic_pass():
+    class Marked(torch.nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(channels, channels, 1)
+
+        def init_weights(self):
+            torch.nn.init.constant_(self.conv.weight, 0.25)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    from cbamlab.models.resnet import build_resnet
+
+    model = build_resnet("resnet20", num_classes=10, attn_layer=Marked)
+    marked = [m for m in model.modules() if isinstance(m, Marked)]
+    assert len(marked) == 9 and all(bool((m.conv.weight == 0.25).all()) for m in marked)
+    assert model.conv1.weight.std() > 0  # the generic Kaiming pass still ran on the others
+
+
+def test_no_dead_attributes():
+    model = cbamlab.create_model("resnet20_cbam", num_classes=10)
+    assert not hasattr(model, "stem_type")
+    assert not hasattr(model.layer2[0], "stride") and model.layer2[0].downsample.stride == 2  # option A's own
+    assert list(model.model_info.__dataclass_fields__) == ["name", "base", "attn", "family"]
