@@ -147,8 +147,9 @@ def torch_save(path, obj: Any) -> Path:
     return atomic_write(path, write, "wb")
 
 
-def torch_load_safe(path, map_location="cpu") -> Any:
-    """torch.load with weights_only=True: a pickle that would import or call anything is refused, nothing runs."""
+def torch_load_safe(path, map_location="cpu", *, mmap: bool = False) -> Any:
+    """torch.load with weights_only=True: a pickle that would import or call anything is refused, nothing runs.
+    mmap=True maps the tensors' storage instead of reading it (cheap when only the plain values are wanted)."""
     import pickle
 
     import torch
@@ -157,7 +158,7 @@ def torch_load_safe(path, map_location="cpu") -> Any:
     if not path.is_file():
         raise CheckpointError(f"no such file: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling refused"
         raise CheckpointError(f"{path}: refused to load (only plain tensors and containers are allowed): {first}") from None

@@ -21,8 +21,9 @@ from ..data import load_dataset, make_loaders, resolve_augment
 from ..errors import ConfigError
 from ..models import count_macs, count_params
 from . import checkpoint as ckpt
-from . import distributed, rundir
+from . import distributed, provenance, rundir
 from .build import build_model, check_fits
+from .claim import claim_run_dir
 from .config import Config, validate
 from .ema import ModelEma
 from .loop import evaluate, train_one_epoch
@@ -77,9 +78,12 @@ def fit(cfg: Config, out_dir, *, resume: bool = False, on_epoch: Callable[[int, 
     validate(cfg)
     out = Path(out_dir)
     dist = distributed.init_from_env()  # under torchrun: one process per rank
+    held = claim_run_dir(out) if dist is None or dist.main else None  # before anything is written
     try:
         return _fit(cfg, out, resume, on_epoch, dist)
     finally:
+        if held is not None:
+            held.release()
         distributed.close(dist)
 
 
@@ -162,7 +166,8 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
                      model=ckpt._plain_state(model), optimizer=optimizer.state_dict(), rng=ckpt.rng_state(),
                      scaler=scaler.state_dict() if scaler is not None else None,
                      ema=ckpt._plain_state(ema.module) if ema is not None else None,
-                     wall_time_s=state["wall_time_s"] + time.perf_counter() - t0)
+                     wall_time_s=state["wall_time_s"] + time.perf_counter() - t0,
+                     **provenance.record(cfg))  # the config and code this state came from: resume checks it
         if not main:
             continue
         rundir.save_checkpoint(out, state, is_best)

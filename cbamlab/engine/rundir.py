@@ -16,7 +16,8 @@ from pathlib import Path
 from .. import _io
 from ..errors import CbamlabError, CheckpointError, ConfigError
 from . import checkpoint as ckpt
-from .config import Config, config_from_dict, dump_config, read_yaml, result_differences
+from . import provenance
+from .config import Config, config_from_dict, dump_config, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,11 @@ def read_metrics(run_dir) -> list[dict]:
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        return [{k: _cell(k, v) for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return [{k: _cell(k, v) for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise RunDirError(f"{path}: not a readable {METRICS} ({type(e).__name__})") from None
 
 
 def read_config(run_dir) -> dict:
@@ -155,9 +159,12 @@ def read_config(run_dir) -> dict:
     if not path.is_file():
         raise RunDirError(f"{run_dir} is not a cbamlab run directory (no {CONFIG})")
     try:
-        return read_yaml(path)
+        d = read_yaml(path)
     except ConfigError as e:
         raise RunDirError(str(e)) from None
+    if not d:  # the defaults would stand in for a config nobody wrote
+        raise RunDirError(f"{run_dir} is not a cbamlab run directory ({CONFIG} is empty)")
+    return d
 
 
 def load_run_config(run_dir) -> Config:
@@ -240,31 +247,63 @@ def find_runs(root) -> list[Run]:
 
 # ------------------------------------------------------------------------------------------------- safety
 
-def prepare(run_dir, cfg: Config, resume: bool) -> str:
-    """Check `run_dir` may be used; returns "fresh", "resume" (a state to load) or "complete".
+def remove_debris(run_dir) -> list[Path]:
+    """Remove the temp files a killed writer left in `run_dir` and its checkpoints/ (`_io.stale_temp_files`).
+    Only for the holder of the run's claim: no other process writes there then."""
+    stale = _io.stale_temp_files(run_dir) + _io.stale_temp_files(Path(run_dir) / CHECKPOINTS)
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        log.info("%s: removed %d temp file(s) left by a killed process: %s", run_dir, len(stale),
+                 ", ".join(p.name for p in stale))
+    return stale
 
-    A new or empty folder starts fresh. A folder holding anything else must be a cbamlab run whose config
-    differs from `cfg` in nothing that changes a result (`result_differences`), and then only with
-    resume=True; a finished run is never touched.
+
+def _contents(run_dir: Path) -> list[str]:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir())
+    return names if len(names) <= 6 else names[:6] + [f"... ({len(names)} in all)"]
+
+
+def prepare(run_dir, cfg: Config, resume: bool) -> str:
+    """Check `run_dir` may be used by this process, which holds its claim; returns "fresh", "resume" (a state
+    to load) or "complete".
+
+    A new folder, or one holding only temp files a killed writer left, starts fresh. Anything else must be a
+    cbamlab run (a config.yaml that reads back) and is used only with resume=True and a config that differs in
+    nothing that changes a result from its config.yaml and from the config its state file recorded
+    (`provenance`); a finished run is checked alike and never touched. A run whose state file is gone while
+    its metrics record finished epochs cannot be continued exactly and is refused. Refused folders are left
+    as they are; an accepted one loses its stale temp files.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir} is a file, not a run directory")
-    if not run_dir.exists() or not any(run_dir.iterdir()):
+    stale = set(_io.stale_temp_files(run_dir))
+    if not run_dir.exists() or not [p for p in run_dir.iterdir() if p not in stale]:
         if resume:
             log.warning("%s holds no run yet: starting it from the beginning", run_dir)
+        remove_debris(run_dir)
         return "fresh"
-    if not (run_dir / CONFIG).is_file():
-        raise RunDirError(f"{run_dir} is not empty and is not a cbamlab run directory (no {CONFIG}); "
-                          "choose another --out")
-    if is_complete(run_dir):
-        if resume:
-            return "complete"
-        raise RunDirError(f"{run_dir} holds a finished run; choose another --out (nothing was overwritten)")
+    todo = "nothing was changed: choose another --out, or remove the folder to start a new run there"
+    try:
+        on_disk = load_run_config(run_dir)
+    except RunDirError as e:
+        raise RunDirError(f"{str(e).rstrip('.')}; it holds {', '.join(_contents(run_dir))}; {todo}") from None
+    complete = is_complete(run_dir)
     if not resume:
+        if complete:
+            raise RunDirError(f"{run_dir} holds a finished run; choose another --out (nothing was overwritten)")
         raise RunDirError(f"{run_dir} holds an unfinished run; pass --resume to continue it or choose another --out")
-    changed = result_differences(load_run_config(run_dir), cfg)
-    if changed:
-        raise RunDirError(f"cannot resume {run_dir} with another config: {', '.join(changed)} differ "
-                          "(resume without --config/--set to use the run's own)")
-    return "resume" if (run_dir / LAST_STATE).is_file() else "fresh"
+    state = run_dir / LAST_STATE
+    refusal = provenance.resume_refusal(run_dir, on_disk, cfg, provenance.read_record(state) if state.is_file()
+                                        else None, CONFIG)
+    if refusal:
+        raise RunDirError(refusal)
+    if not complete and not state.is_file():
+        epochs = len(read_metrics(run_dir))
+        if epochs or (run_dir / LAST_WEIGHTS).is_file():
+            done = f"{METRICS} records {epochs} finished epoch(s)" if epochs else f"{LAST_WEIGHTS} exists"
+            raise RunDirError(f"{run_dir}: {done} but its state file {LAST_STATE} is gone, so the run cannot be "
+                              f"continued exactly; {todo}")
+    remove_debris(run_dir)
+    return "complete" if complete else ("resume" if state.is_file() else "fresh")
