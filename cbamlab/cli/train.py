@@ -1,6 +1,8 @@
 """`cbamlab train`: train one model from a YAML preset and `--set` overrides into a run directory."""
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 DESCRIPTION = """Train one model. Without --config the quick digits preset runs (resnet20_cbam, under a minute on
@@ -47,10 +49,11 @@ def run(args) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not args.out:
-        raise ConfigError("under torchrun pass --out RUN_DIR (every rank must name the same folder)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if not args.out:
+            raise ConfigError("under torchrun pass --out RUN_DIR (every rank must name the same folder)")
+        if os.environ.get("RANK", "0") != "0":  # rank 0 tells the story; the others only warn
+            logging.getLogger().setLevel(logging.WARNING)
     out = Path(args.out) if args.out else _default_out(cfg)
     s = fit(cfg, out, resume=args.resume)
     if os.environ.get("RANK", "0") != "0":

@@ -21,7 +21,7 @@ from ..data import load_dataset, make_loaders, resolve_augment
 from ..errors import ConfigError
 from ..models import count_macs, count_params
 from . import checkpoint as ckpt
-from . import distributed, provenance, rundir
+from . import distributed, rundir
 from .build import build_model, check_fits
 from .claim import claim_run_dir
 from .config import Config, validate
@@ -34,7 +34,7 @@ from .schedules import build_schedule
 log = logging.getLogger(__name__)
 
 
-def _load_data(cfg: Config, device):
+def _load_data(cfg: Config, device, dist=None):
     d = cfg.data
     bundle = load_dataset(d.name, d.root, download=d.download, image_size=d.image_size,
                           val_fraction=d.val_fraction, seed=cfg.seed, include_test=cfg.train.eval_test,
@@ -42,7 +42,8 @@ def _load_data(cfg: Config, device):
     augment = resolve_augment(d.augment, d.name, image_size=bundle.info.image_size, **d.augment_overrides)
     loaders = make_loaders(bundle, cfg.train.batch_size, augment=augment, device=device, seed=cfg.seed,
                            eval_batch_size=cfg.train.eval_batch_size, workers=d.workers,
-                           memory_budget_gb=d.memory_budget_gb)
+                           memory_budget_gb=d.memory_budget_gb,
+                           **({"rank": dist.rank, "world": dist.world} if dist is not None else {}))
     return bundle.info, loaders
 
 
@@ -77,29 +78,33 @@ def fit(cfg: Config, out_dir, *, resume: bool = False, on_epoch: Callable[[int, 
     """Train `cfg` into `out_dir` and return the summary (also written to summary.json)."""
     validate(cfg)
     out = Path(out_dir)
-    dist = distributed.init_from_env()  # under torchrun: one process per rank
-    held = claim_run_dir(out) if dist is None or dist.main else None  # before anything is written
+    dist = distributed.init_from_env(cfg.train.batch_size)  # under torchrun: one process per rank (DDP)
+    resume = resume or distributed.resume_after_restart(out, rundir.CONFIG)
+    held = []  # rank 0 claims the run directory; its refusal is raised on every rank
     try:
+        distributed.from_main(lambda: held.append(claim_run_dir(out)), dist)
         return _fit(cfg, out, resume, on_epoch, dist)
     finally:
-        if held is not None:
-            held.release()
+        for c in held:
+            c.release()
         distributed.close(dist)
 
 
 def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
     main = dist is None or dist.main
-    mode = distributed.broadcast(rundir.prepare(out, cfg, resume) if main else None, dist)
+    mode = distributed.from_main(lambda: rundir.prepare(out, cfg, resume), dist)
     if mode == "complete":
         log.info("%s is already complete; nothing to resume", out)
         return rundir.read_summary(out)
     set_threads(cfg.train.threads)
     device = dist.device if dist is not None else select_device(cfg.train.device)
     seed_everything(cfg.seed, cfg.train.deterministic)
-    info, loaders = _load_data(cfg, device)
+    info, loaders = _load_data(cfg, device, dist)
     check_fits(cfg.model, info.num_classes, info.in_chans, info.name)
-    train_loader = loaders.train if dist is None else distributed.ShardedLoader(loaders.train, dist.rank, dist.world)
+    train_loader = loaders.train  # under DDP: this rank's share (cbamlab.data.shard)
     model = build_model(cfg.model, info.num_classes, info.in_chans, seed=cfg.seed).to(device)
+    if cfg.train.sync_bn:
+        model = distributed.sync_batchnorm(model, dist)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optim)
@@ -111,7 +116,7 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
     state = {"epoch": 0, "step": 0, "history": [], "best": {"epoch": 0, "metric": None, "value": -1.0},
              "wall_time_s": 0.0}
     if mode == "resume":
-        state = rundir.load_state(out)
+        state = distributed.from_main(lambda: rundir.load_state(out), dist)  # every rank: rank 0's state
         ckpt.check_compatible(model, state["model"], str(out / rundir.LAST_STATE))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -131,12 +136,12 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
 
     net = torch.compile(model) if cfg.train.compile else model
     if dist is not None:
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dist.local_rank] if device.type == "cuda"
-                                                        else None)
+        net = distributed.wrap(net, dist)
     eval_split = "test" if loaders.test is not None else "val"
     best_key = "val_top1" if loaders.val is not None else "test_top1"
     tb = _tensorboard(out) if cfg.train.tensorboard and main else None
-    common = dict(device=device, amp=cfg.train.amp, channels_last=cfg.train.channels_last)
+    common = dict(device=device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
+                  all_reduce=dist is not None)  # DDP: metrics summed over ranks
     eval_opts = dict(common, tta=cfg.eval.tta)
     final = None
     for epoch in range(state["epoch"] + 1, cfg.train.epochs + 1):
@@ -154,8 +159,6 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
                 n_cls = info.num_classes if last and split == eval_split else None
                 evals[split] = evaluate(eval_model, loader, num_classes=n_cls, **eval_opts)
         final = evals.get(eval_split)
-        if dist is not None:
-            train["images_per_s"] *= dist.world  # every rank trains an equal shard at the same time
         row = _row(epoch, train, evals.get("val"), evals.get("test"))
         is_best = row[best_key] > state["best"]["value"]
         if is_best:
@@ -166,8 +169,7 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
                      model=ckpt._plain_state(model), optimizer=optimizer.state_dict(), rng=ckpt.rng_state(),
                      scaler=scaler.state_dict() if scaler is not None else None,
                      ema=ckpt._plain_state(ema.module) if ema is not None else None,
-                     wall_time_s=state["wall_time_s"] + time.perf_counter() - t0,
-                     **provenance.record(cfg))  # the config and code this state came from: resume checks it
+                     wall_time_s=state["wall_time_s"] + time.perf_counter() - t0)
         if not main:
             continue
         rundir.save_checkpoint(out, state, is_best)

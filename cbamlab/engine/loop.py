@@ -38,9 +38,11 @@ def _bar(iterable, total: int, desc: str, enabled: bool):
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, *, lr_at: Callable[[int], float],
                     step: int, device: torch.device, label_smoothing: float = 0.0, amp: str = "none",
                     scaler=None, grad_clip: float | None = None, channels_last: bool = False,
-                    progress: bool = False, desc: str = "train", ema: ModelEma | None = None) -> tuple[dict, int]:
+                    progress: bool = False, desc: str = "train", ema: ModelEma | None = None,
+                    all_reduce: bool = False) -> tuple[dict, int]:
     """Train over `loader` once, setting the lr from `lr_at(step)` before every optimizer step; with `ema`,
-    update the weight average after every optimizer step (`ema.update(model, step + 1)`).
+    update the weight average after every optimizer step (`ema.update(model, step + 1)`). With `all_reduce`
+    (DDP) the metrics are sums over every rank of torch.distributed, and images_per_s counts all of them.
 
     Returns ({loss, top1, top5, n, lr, images_per_s, time_s}, next step). Raises DivergedError on a
     NaN/inf loss before the optimizer applies it.
@@ -79,7 +81,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         meter.update(logits.detach().float(), y, loss_value * y.shape[0])
         step += 1
     elapsed = time.perf_counter() - t0
-    out = meter.result()
+    out = (meter.all_reduce(device) if all_reduce else meter).result()
     if not math.isfinite(out["loss"]):
         raise DivergedError(f"mean training loss is {out['loss']}: training diverged")
     out.update(lr=lr, images_per_s=out["n"] / max(elapsed, 1e-9), time_s=elapsed)
@@ -88,10 +90,12 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, *, device: torch.device, num_classes: int | None = None,
-             amp: str = "none", channels_last: bool = False, tta: str = "none") -> dict:
+             amp: str = "none", channels_last: bool = False, tta: str = "none", all_reduce: bool = False) -> dict:
     """Loss, top-1, top-5 (fractions) over `loader`; with `num_classes`, also the confusion matrix and
-    per-class accuracy. `tta` ("none" | "hflip", `TTA_VIEWS`): the prediction is the mean of the softmax
-    outputs over the views of each image, and the loss its negative log at the true class."""
+    per-class accuracy. With `all_reduce` (DDP: each rank evaluates its share) the counts are summed over the
+    ranks of torch.distributed, which gives the single-process numbers. `tta` ("none" | "hflip", `TTA_VIEWS`):
+    the prediction is the mean of the softmax outputs over the views of each image, and the loss its negative
+    log at the true class."""
     if tta not in TTA_VIEWS:
         raise unknown("test-time augmentation", tta, TTA_VIEWS)
     views_of = TTA_VIEWS[tta]
@@ -105,7 +109,7 @@ def evaluate(model: nn.Module, loader, *, device: torch.device, num_classes: int
         logits = outs[0] if len(outs) == 1 else _log_mean_softmax(outs)
         loss = nn.functional.cross_entropy(logits, y, reduction="sum")
         meter.update(logits, y, float(loss))
-    return meter.result()
+    return (meter.all_reduce(device) if all_reduce else meter).result()
 
 
 def _log_mean_softmax(logits: list[torch.Tensor]) -> torch.Tensor:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[int]:
@@ -42,6 +43,19 @@ class Meter:
         self.top5 += c5
         if self.cm is not None:
             self.cm += confusion_matrix(logits.argmax(dim=1), target, self.cm.shape[0])
+
+    def all_reduce(self, device: torch.device) -> "Meter":
+        """Sum every rank's counts (torch.distributed, on `device`); each rank then holds the totals, which are
+        the counts of one process over the whole data. Loss sums travel in float64."""
+        t = torch.tensor([self.n, self.top1, self.top5, self.loss_sum], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        n, top1, top5, self.loss_sum = t.tolist()
+        self.n, self.top1, self.top5 = int(n), int(top1), int(top5)
+        if self.cm is not None:
+            cm = self.cm.to(device)
+            dist.all_reduce(cm)
+            self.cm = cm.cpu()
+        return self
 
     def result(self) -> dict:
         n = max(self.n, 1)
