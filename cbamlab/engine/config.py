@@ -7,6 +7,8 @@ YAML files may carry extra top-level sections (`compare:`, `tune:`) read by the 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import typing
 from dataclasses import dataclass, field
@@ -335,6 +337,13 @@ def result_differences(a: Config | dict, b: Config | dict) -> list[str]:
     The one rule behind fit's resume, compare's reuse, tune's base-config check and the report's grouping."""
     fa, fb = (_flat(result_part(config_to_dict(c) if isinstance(c, Config) else c)) for c in (a, b))
     return [k for k in sorted(set(fa) | set(fb)) if fa.get(k, _MISSING) != fb.get(k, _MISSING)]
+
+
+def result_hash(cfg: Config | dict) -> str:
+    """sha256 of the config's result part (`result_part`, canonical JSON): equal for configs that give the same
+    result, so a run directory's state records it and a resume compares it."""
+    d = result_part(config_to_dict(cfg) if isinstance(cfg, Config) else cfg)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
 _MISSING = object()

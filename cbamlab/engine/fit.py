@@ -21,7 +21,7 @@ from ..data import load_dataset, make_loaders, resolve_augment
 from ..errors import ConfigError
 from ..models import count_macs, count_params
 from . import checkpoint as ckpt
-from . import distributed, rundir
+from . import distributed, provenance, rundir
 from .build import build_model, check_fits
 from .claim import claim_run_dir
 from .config import Config, validate
@@ -169,7 +169,8 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
                      model=ckpt._plain_state(model), optimizer=optimizer.state_dict(), rng=ckpt.rng_state(),
                      scaler=scaler.state_dict() if scaler is not None else None,
                      ema=ckpt._plain_state(ema.module) if ema is not None else None,
-                     wall_time_s=state["wall_time_s"] + time.perf_counter() - t0)
+                     wall_time_s=state["wall_time_s"] + time.perf_counter() - t0,
+                     **provenance.record(cfg))  # the config and code this state came from: resume checks it
         if not main:
             continue
         rundir.save_checkpoint(out, state, is_best)
