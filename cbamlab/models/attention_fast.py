@@ -39,6 +39,7 @@ from .rowconv import row_conv
 FAST_POOLS = frozenset({"avg", "max"})
 ROWCONV_MAX_WIDTH = 32  # wider maps: the banded product wastes W/k of its work; channels_last conv2d wins
 ROWCONV_MIN_ROWS = 256  # inference on fewer rows (B * H): conv2d's fixed cost is lower
+ROWCONV_MIN_WIDTH = 7  # narrower maps (resnet50's later stages at 32 px): conv2d's fixed cost is lower
 
 
 def supported(cbam) -> bool:
@@ -82,7 +83,7 @@ def _infer_mc(gate, x: torch.Tensor) -> torch.Tensor:
 
 def _infer_ms(gate, x: torch.Tensor) -> torch.Tensor:
     smax, smean = x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)
-    if x.shape[0] * x.shape[2] >= ROWCONV_MIN_ROWS and x.shape[3] <= ROWCONV_MAX_WIDTH:
+    if x.shape[0] * x.shape[2] >= ROWCONV_MIN_ROWS and ROWCONV_MIN_WIDTH <= x.shape[3] <= ROWCONV_MAX_WIDTH:
         a = row_conv(torch.stack([smax[:, 0], smean[:, 0]], dim=2), gate.conv.weight).unsqueeze(1)
     else:
         a = gate.conv(torch.cat([smax, smean], dim=1))
@@ -111,6 +112,9 @@ def _is_channels_last(x: torch.Tensor) -> bool:
 
 def _hw_pools(x: torch.Tensor, pool_types):
     """Per-channel descriptors {kind: (B, C)} and the flat (h*W + w) arg-max index (B, C) of the max pool."""
+    if x.shape[2] * x.shape[3] == 1:  # one position: both pools are the map itself
+        index = torch.zeros(x.shape[:2], dtype=torch.long, device=x.device) if "max" in pool_types else None
+        return {kind: x.flatten(1) for kind in pool_types}, index
     pools, index = {}, None
     for kind in pool_types:
         if kind == "avg":
@@ -127,10 +131,12 @@ def _c_pools(g: torch.Tensor, mean=None):
     return smax, index, g.mean(dim=1, keepdim=True) if mean is None else mean
 
 
-def _scaled_mean(x: torch.Tensor, mc: torch.Tensor) -> torch.Tensor:
-    """mean_c (x * mc) as one batched product (B, 1, C) @ (B, C, H*W) -> (B, 1, H, W); reads x once at full
-    speed where a channel mean of a channels_last map is a slow inner reduction."""
+def _scaled_mean(x: torch.Tensor, mc: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """mean_c g for g = x * mc. On channels_last maps with few channels as one batched product (B, 1, C) @
+    (B, C, H*W) over x, which reads x at full speed where a mean over 16 or 32 contiguous channels is slow."""
     b, c, h, w = x.shape
+    if c >= 64 or h * w < 8 or not _is_channels_last(x):
+        return g.mean(dim=1, keepdim=True)
     return torch.bmm((mc / c).to(x.dtype).unsqueeze(1), x.view(b, c, h * w)).view(b, 1, h, w)
 
 
@@ -156,7 +162,7 @@ def _spatial_map(gate, smax: torch.Tensor, smean: torch.Tensor):
     """Ms (B, 1, H, W) from the channel max and mean maps, as SpatialGate.attention, and (leaves, Ms)."""
     leaves = _leaves([smax, smean])
     with torch.enable_grad():
-        if smax.shape[-1] <= ROWCONV_MAX_WIDTH:
+        if ROWCONV_MIN_WIDTH <= smax.shape[-1] <= ROWCONV_MAX_WIDTH:
             rows = torch.stack([leaves[0][:, 0], leaves[1][:, 0]], dim=2)  # (B, H, 2, W)
             a = row_conv(rows, gate.conv.weight).unsqueeze(1)
         else:
@@ -184,7 +190,7 @@ def _forward(cbam, x: torch.Tensor):
         pools, hw_index = _hw_pools(x, channel.pool_types)
         mc, mc_graph = _channel_map(channel, pools)
         g = x * mc[:, :, None, None]  # (B, C, H, W)
-        smax, c_index, smean = _c_pools(g, _scaled_mean(x, mc))
+        smax, c_index, smean = _c_pools(g, _scaled_mean(x, mc, g))
         ms, ms_graph = _spatial_map(spatial, smax, smean)
         out = _scale_(g, ms)
     elif arrangement == "spatial_first":

@@ -6,6 +6,8 @@ map m (B, 1, H, W) as `x3 @ m`; both are batched matrix products, which read the
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -23,14 +25,21 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 
 
 def _map(v: torch.Tensor, x3: torch.Tensor, shape) -> torch.Tensor:
-    """sum_c v[b, c] x3[b, c, :] -> (B, 1, H, W)."""
+    """sum_c v[b, c] x3[b, c, :] -> (B, 1, H, W): a batched matrix product, except on maps of a few positions,
+    where the product's fixed cost is larger than an element-wise product and a sum."""
+    if x3.shape[2] < 8:
+        return (v.unsqueeze(2) * x3).sum(dim=1).view(shape[0], 1, *shape[2:])
     return torch.bmm(v.unsqueeze(1), x3).view(shape[0], 1, *shape[2:])
 
 
-def _offsets(d: torch.Tensor, b, c, h, w) -> torch.Tensor:
-    """Storage offsets (relative to d's first element) of d[b, c, h, w] for broadcastable index tensors."""
-    sb, sc, sh, sw = d.stride()
-    return b * sb + c * sc + h * sh + w * sw
+@functools.lru_cache(maxsize=32)
+def _bases(shape, strides, device):
+    """Storage offsets of d[b, 0, h, w] (B, 1, H, W) and of d[b, c, 0, 0] (B, C) for a map of this layout."""
+    bs, cs, hs, ws = shape
+    sb, sc, sh, sw = strides
+    b, h, w, c = (torch.arange(n, device=device) for n in (bs, hs, ws, cs))
+    pixel = b[:, None, None, None] * sb + h[:, None] * sh + w * sw
+    return pixel, b[:, None] * sb + c * sc
 
 
 def _add_at_(d: torch.Tensor, offsets: torch.Tensor, src: torch.Tensor) -> None:
@@ -41,17 +50,19 @@ def _add_at_(d: torch.Tensor, offsets: torch.Tensor, src: torch.Tensor) -> None:
 
 
 def scatter_channel_(d: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> None:
-    """d[b, index[b, 0, h, w], h, w] += src[b, 0, h, w] (d dense: contiguous or channels_last)."""
-    bs, _, hs, ws = d.shape
-    ar = [torch.arange(n, device=d.device) for n in (bs, hs, ws)]
-    _add_at_(d, _offsets(d, ar[0][:, None, None, None], index, ar[1][:, None], ar[2]), src)
+    """d[b, index[b, 0, h, w], h, w] += src[b, 0, h, w]."""
+    pixel, _ = _bases(tuple(d.shape), d.stride(), d.device)
+    _add_at_(d, pixel + index * d.stride(1), src)
 
 
 def scatter_position_(d: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> None:
-    """d[b, c, p // W, p % W] += src[b, c] at the flat position p = index[b, c]."""
-    bs, cs, _, ws = d.shape
-    b, c = torch.arange(bs, device=d.device)[:, None], torch.arange(cs, device=d.device)
-    _add_at_(d, _offsets(d, b, c, index // ws, index % ws), src)
+    """d[b, c, p // W, p % W] += src[b, c] at the flat position p = index[b, c] (= h * W + w)."""
+    _, channel = _bases(tuple(d.shape), d.stride(), d.device)
+    ws, sh, sw = d.shape[3], d.stride(2), d.stride(3)
+    if d.shape[2] == 1 or sh == ws * sw:  # rows and columns merge (contiguous, channels_last): no division
+        _add_at_(d, channel + index * sw, src)
+    else:
+        _add_at_(d, channel + (index // ws) * sh + (index % ws) * sw, src)
 
 
 class _Channel:
