@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .attention_fast_backward import cbam_backward
+from .attention_fast_backward import cbam_backward, spatial_operand
 from .rowconv import row_conv
 
 FAST_POOLS = frozenset({"avg", "max"})
@@ -96,11 +96,11 @@ def _infer(cbam, x: torch.Tensor) -> torch.Tensor:
         return x * _infer_mc(channel, x)
     if cbam.arrangement == "channel_first":
         g = x * _infer_mc(channel, x)  # (B, C, H, W)
-        return _scale_(g, _infer_ms(spatial, g))
+        return _scale_(g, spatial_operand(_infer_ms(spatial, g), g))
     if cbam.arrangement == "spatial_first":
-        g = x * _infer_ms(spatial, x)
+        g = x * spatial_operand(_infer_ms(spatial, x), x)
         return _scale_(g, _infer_mc(channel, g))
-    return _scale_(x * _infer_mc(channel, x), _infer_ms(spatial, x))
+    return _scale_(x * _infer_mc(channel, x), spatial_operand(_infer_ms(spatial, x), x))
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:
@@ -192,11 +192,13 @@ def _forward(cbam, x: torch.Tensor):
         g = x * mc[:, :, None, None]  # (B, C, H, W)
         smax, c_index, smean = _c_pools(g, _scaled_mean(x, mc, g))
         ms, ms_graph = _spatial_map(spatial, smax, smean)
-        out = _scale_(g, ms)
+        ms_op = spatial_operand(ms, g)
+        out = _scale_(g, ms_op)
     elif arrangement == "spatial_first":
         smax, c_index, smean = _c_pools(x)
         ms, ms_graph = _spatial_map(spatial, smax, smean)
-        g = x * ms
+        ms_op = spatial_operand(ms, x)
+        g = x * ms_op
         pools, hw_index = _hw_pools(g, channel.pool_types)
         mc, mc_graph = _channel_map(channel, pools)
         out = _scale_(g, mc[:, :, None, None])
@@ -205,9 +207,10 @@ def _forward(cbam, x: torch.Tensor):
         smax, c_index, smean = _c_pools(x)
         mc, mc_graph = _channel_map(channel, pools)
         ms, ms_graph = _spatial_map(spatial, smax, smean)
-        out = _scale_(x * mc[:, :, None, None], ms)
+        ms_op = spatial_operand(ms, x)
+        out = _scale_(x * mc[:, :, None, None], ms_op)
     return out, dict(mc=mc, ms=ms, mc_graph=mc_graph, ms_graph=ms_graph, hw_index=hw_index, c_index=c_index,
-                     pool_types=channel.pool_types)
+                     pool_types=channel.pool_types, ms_op=None if ms_op is ms else ms_op)
 
 
 class _CBAMFunction(torch.autograd.Function):
