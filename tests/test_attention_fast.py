@@ -260,12 +260,13 @@ def test_cuda_fast_equals_reference(arrangement):
 @pytest.mark.slow
 def test_training_with_either_implementation_reaches_the_same_accuracy(tmp_path):
     # resnet20_cbam, 2 epochs on digits from one seed, float32: the two implementations differ only in rounding,
-    # so the runs stay close; 360 test images, so 0.03 is ~11 images (the binomial s.e. at 90 % is 0.016)
+    # and see the same batches from the same start, so the runs stay close (measured: 0.549 and 0.543, 2 images
+    # apart). 359 test images: 0.03 is 11 images, about one binomial s.e. at 55 % (0.026) for unpaired runs.
     results = {}
     for impl in ("fast", "reference"):
         cfg = load_config(None, ["train.epochs=2", "train.batch_size=128", "model.name=resnet20_cbam",
                                  "train.threads=1", "train.progress=false", "train.amp=none",
                                  f"model.attn_impl={impl}"])
         results[impl] = fit(cfg, tmp_path / impl)["top1"]
-    assert min(results.values()) > 0.5, results
+    assert min(results.values()) > 0.3, results  # both learn (chance is 0.1)
     assert abs(results["fast"] - results["reference"]) <= 0.03, results

@@ -28,14 +28,15 @@ P100 = DeviceFacts("cuda", cuda_capability=(6, 0), cuda_bf16=False)
 ])
 def test_auto_rule(facts, amp, channels_last):
     p = resolve_precision("auto", "auto", facts)
-    assert (p.amp, p.channels_last) == (amp, channels_last)
+    assert (p.amp, p.channels_last, p.eval_amp) == (amp, channels_last, "none")
     assert p.reason and "auto" not in (p.amp, p.channels_last)
 
 
 def test_explicit_settings_pass_through():
     assert resolve_precision("none", False, ZEN4).as_dict() == {"amp": "none", "channels_last": False,
-                                                               "reason": "as configured"}
-    assert resolve_precision("bf16", True, HASWELL).amp == "bf16"  # asked for: given, even where not native
+                                                               "reason": "as configured", "eval_amp": "none"}
+    p = resolve_precision("bf16", True, HASWELL)  # asked for: given, even where not native, and evaluated in it
+    assert (p.amp, p.eval_amp) == ("bf16", "bf16")
     p = resolve_precision("fp16", "auto", A100)
     assert (p.amp, p.channels_last) == ("fp16", True) and "amp" not in p.reason and "fp16" not in p.reason
     p = resolve_precision("auto", False, ZEN4)
@@ -45,10 +46,11 @@ def test_explicit_settings_pass_through():
 def test_this_machine_facts_and_autocast():
     facts = device_facts(torch.device("cpu"))
     assert facts.type == "cpu" and facts.cpu_capability == torch.backends.cpu.get_cpu_capability()
-    expected = resolve_precision("auto", "auto", facts).amp
-    with autocast(torch.device("cpu"), "auto"):
+    with autocast(torch.device("cpu"), "auto"):  # what evaluation code passing the config's "auto" gets
         y = torch.nn.functional.linear(torch.randn(2, 3), torch.randn(4, 3))
-    assert y.dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)
+    assert y.dtype == torch.float32
+    with autocast(torch.device("cpu"), "bf16"):
+        assert torch.nn.functional.linear(torch.randn(2, 3), torch.randn(4, 3)).dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("override, key, value", [
@@ -76,19 +78,25 @@ def test_config_defaults_and_bad_values():
 
 
 def test_fit_uses_and_records_the_resolved_choice(tmp_path, monkeypatch):
-    seen = {}
-    real = fit_module.train_one_epoch
+    seen = {"train": [], "eval": []}
+    real_train, real_eval = fit_module.train_one_epoch, fit_module.evaluate
 
-    def spy(*args, **kw):
-        seen.update(amp=kw["amp"], channels_last=kw["channels_last"])
-        return real(*args, **kw)
+    def spy_train(*args, **kw):
+        seen["train"].append((kw["amp"], kw["channels_last"]))
+        return real_train(*args, **kw)
 
-    monkeypatch.setattr(fit_module, "train_one_epoch", spy)
+    def spy_eval(*args, **kw):
+        seen["eval"].append((kw["amp"], kw["channels_last"]))
+        return real_eval(*args, **kw)
+
+    monkeypatch.setattr(fit_module, "train_one_epoch", spy_train)
+    monkeypatch.setattr(fit_module, "evaluate", spy_eval)
     cfg = load_config(None, ["train.epochs=1", "train.batch_size=256", "model.name=resnet20", "train.threads=1",
-                             "train.progress=false", "train.amp=none"])
+                             "train.progress=false"])
     summary = fit(cfg, tmp_path / "run")
-    expected = resolve_precision("none", "auto", device_facts(torch.device("cpu"))).as_dict()
+    expected = resolve_precision("auto", "auto", device_facts(torch.device("cpu")))
     env = json.loads((tmp_path / "run" / "env.json").read_text())
-    assert env["precision"] == expected and summary["precision"] == expected
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["precision"] == expected
-    assert seen == {"amp": "none", "channels_last": expected["channels_last"]}
+    assert env["precision"] == expected.as_dict() and summary["precision"] == expected.as_dict()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["precision"] == expected.as_dict()
+    assert seen["train"] == [(expected.amp, expected.channels_last)]
+    assert seen["eval"] and set(seen["eval"]) == {("none", expected.channels_last)}

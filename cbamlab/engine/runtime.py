@@ -87,11 +87,13 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 @dataclass(frozen=True)
 class Precision:
-    """The autocast dtype ("none", "bf16", "fp16") and memory layout a run uses, and why."""
+    """The autocast dtype ("none", "bf16", "fp16") a run trains in, the one it evaluates in, its memory layout,
+    and why."""
 
     amp: str
     channels_last: bool
     reason: str
+    eval_amp: str = "none"
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -106,8 +108,11 @@ def resolve_precision(amp: str, channels_last, facts: DeviceFacts) -> Precision:
     amp: bf16 on GPUs that compute in it and on CPUs with native bf16 (avx512_bf16 or amx_bf16), where
     bf16 autocast + channels_last trains resnet20 x1.5 and resnet20_cbam x1.2 faster than float32
     channels_last (one-thread steps, Zen 4, torch 2.14); fp16 is never picked (it needs loss scaling).
-    Explicit values pass through unchanged.
+    An automatic choice evaluates in float32 (a bfloat16 logit has 3 digits: ties between classes would move the
+    measured accuracy; evaluation is a small part of the time). Explicit values pass through unchanged and
+    evaluate as they train.
     """
+    eval_amp = "none" if amp == "auto" else amp
     why = []
     if channels_last == "auto":
         if facts.type == "cuda":
@@ -125,20 +130,24 @@ def resolve_precision(amp: str, channels_last, facts: DeviceFacts) -> Precision:
             native = sorted(set(NATIVE_BF16_FLAGS) & set(facts.cpu_flags))
             amp = "bf16" if native else "none"
             why.append(f"{amp}: {'native bf16 (' + ', '.join(native) + ')' if native else 'no native bf16'}")
-    return Precision(amp, bool(channels_last), "; ".join(why) or "as configured")
+    if amp != eval_amp:
+        why.append("evaluation in float32")
+    return Precision(amp, bool(channels_last), "; ".join(why) or "as configured", eval_amp)
 
 
 def precision_for(device: torch.device, amp: str, channels_last) -> Precision:
     """`resolve_precision` on this device's facts, logged."""
     precision = resolve_precision(amp, channels_last, device_facts(device))
-    log.info("precision: amp %s, channels_last %s (%s)", precision.amp, precision.channels_last, precision.reason)
+    log.info("precision: amp %s (evaluation %s), channels_last %s (%s)", precision.amp, precision.eval_amp,
+             precision.channels_last, precision.reason)
     return precision
 
 
 def autocast(device: torch.device, amp: str):
-    """bf16 autocast on CPU or GPU, fp16 on GPU only; a no-op for 'none'; 'auto' as `resolve_precision` picks."""
+    """bf16 autocast on CPU or GPU, fp16 on GPU only; a no-op for 'none'. 'auto' (the config's value, passed
+    through by evaluation code) evaluates as `resolve_precision` decides: in float32."""
     if amp == "auto":
-        amp = resolve_precision(amp, False, device_facts(device)).amp
+        amp = resolve_precision(amp, False, device_facts(device)).eval_amp
     if amp == "none":
         return contextlib.nullcontext()
     if amp == "fp16" and device.type != "cuda":
