@@ -13,18 +13,18 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import yaml
 
 from ..data.loaders import MEMORY_BUDGET_GB
 from ..errors import ConfigError, suggest
+from ..models.options import ARRANGEMENTS, ATTN_IMPLS
 
 EXTRA_SECTIONS = ("compare", "tune")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "multistep", "cosine", "onecycle")
-AMP = ("none", "bf16", "fp16")
-ARRANGEMENTS = ("channel_first", "spatial_first", "parallel")
+AMP = ("auto", "none", "bf16", "fp16")  # auto: runtime.resolve_precision picks per device
 DEVICES = ("auto", "cpu", "cuda")
 TTA = ("none", "hflip")
 # Value bounds: a seed is a signed 64-bit integer for torch and numpy; a learning rate above MAX_LR or a weight decay
@@ -44,6 +44,8 @@ class ModelConfig:
     kernel_size: int = 7
     arrangement: str = "channel_first"
     spatial_bn_zero_init: bool = True
+    # fast | reference: one CBAM computed two ways (models/attention_fast.py), as threads change only rounding
+    attn_impl: str = field(default="fast", metadata=NO_RESULT)
     shortcut: Optional[str] = None
     width: int = 1                     # He et al.'s CIFAR nets: stage widths 16k/32k/64k (WRN-style)
     pretrained: Optional[str] = None   # a weights file whose backbone is loaded (load_backbone)
@@ -75,8 +77,8 @@ class TrainConfig:
     eval_test: bool = True            # False: the test split is never loaded (tuning)
     label_smoothing: float = 0.0
     grad_clip: Optional[float] = None  # max global grad norm
-    amp: str = "none"                  # none | bf16 (CPU and GPU) | fp16 (GPU, with a grad scaler)
-    channels_last: bool = False
+    amp: str = "auto"                  # auto | none | bf16 (CPU and GPU) | fp16 (GPU, with a grad scaler)
+    channels_last: Union[bool, str] = "auto"  # true | false | auto (runtime.resolve_precision)
     compile: bool = False
     device: str = "auto"
     threads: int = field(default=0, metadata=NO_RESULT)  # 0: one per available core
@@ -147,10 +149,19 @@ def _type_name(tp) -> str:
 def _coerce(key: str, value: Any, tp, *, raw: str | None = None) -> Any:
     """Check `value` against the annotation `tp`; return it converted (int -> float, '1e-3' -> float)."""
     if typing.get_origin(tp) is typing.Union:
-        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if type(None) in typing.get_args(tp) and (
+                value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
             return None
-        tp = inner
+        if len(inner) > 1:  # Union[bool, str]: the first type that takes the value
+            for t in inner:
+                try:
+                    return _coerce(key, value, t)
+                except ConfigError:
+                    pass
+            names = " or ".join(_type_name(t) for t in inner)
+            raise ConfigError(f"{key}: expected {names}, got {value!r} ({type(value).__name__})")
+        tp = inner[0]
     bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
     if tp is bool:
         if isinstance(value, bool):
@@ -390,6 +401,7 @@ def validate(cfg: Config) -> Config:
     _check(m.kernel_size >= 1 and m.kernel_size % 2 == 1, "model.kernel_size", "must be a positive odd number",
            m.kernel_size)
     _choice("model.arrangement", m.arrangement, ARRANGEMENTS)
+    _choice("model.attn_impl", m.attn_impl, ATTN_IMPLS)
     _check(m.width >= 1, "model.width", "must be >= 1", m.width)
     for k in ("num_classes", "in_chans"):
         v = getattr(m, k)
@@ -408,6 +420,8 @@ def validate(cfg: Config) -> Config:
     _check(0.0 <= t.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)", t.label_smoothing)
     _check(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip", "must be > 0 (or null: off)", t.grad_clip)
     _choice("train.amp", t.amp, AMP)
+    _check(t.channels_last in (True, False, "auto"), "train.channels_last", "must be true, false or auto",
+           t.channels_last)
     _choice("train.device", t.device.split(":")[0], DEVICES)
     _check(t.threads >= 0, "train.threads", "must be >= 0 (0: automatic)", t.threads)
     _check(0 < t.ema_decay < 1, "train.ema_decay", "must be in (0, 1)", t.ema_decay)

@@ -28,7 +28,7 @@ from .config import Config, validate
 from .ema import ModelEma
 from .loop import evaluate, train_one_epoch
 from .optim import build_optimizer
-from .runtime import env_info, device_name, seed_everything, select_device, set_threads
+from .runtime import env_info, device_name, precision_for, seed_everything, select_device, set_threads
 from .schedules import build_schedule
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
         return rundir.read_summary(out)
     set_threads(cfg.train.threads)
     device = dist.device if dist is not None else select_device(cfg.train.device)
+    precision = precision_for(device, cfg.train.amp, cfg.train.channels_last)  # "auto" resolved, logged
     seed_everything(cfg.seed, cfg.train.deterministic)
     info, loaders = _load_data(cfg, device, dist)
     check_fits(cfg.model, info.num_classes, info.in_chans, info.name)
@@ -105,11 +106,11 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
     model = build_model(cfg.model, info.num_classes, info.in_chans, seed=cfg.seed).to(device)
     if cfg.train.sync_bn:
         model = distributed.sync_batchnorm(model, dist)
-    if cfg.train.channels_last:
+    if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optim)
     lr_at = build_schedule(cfg.schedule, cfg.optim.lr, len(train_loader), cfg.train.epochs)
-    scaler = torch.amp.GradScaler("cuda") if cfg.train.amp == "fp16" and device.type == "cuda" else None
+    scaler = torch.amp.GradScaler("cuda") if precision.amp == "fp16" and device.type == "cuda" else None
     ema = ModelEma(model, cfg.train.ema_decay, cfg.train.ema_warmup) if cfg.train.ema else None
     eval_model = ema.module if ema is not None else model
 
@@ -132,7 +133,8 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         rundir.write_config(out, cfg)
     if main:
-        rundir.write_env(out, {**env_info(device), "world_size": dist.world if dist else 1})
+        rundir.write_env(out, {**env_info(device), "world_size": dist.world if dist else 1,
+                               "precision": precision.as_dict()})
 
     net = torch.compile(model) if cfg.train.compile else model
     if dist is not None:
@@ -140,9 +142,9 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
     eval_split = "test" if loaders.test is not None else "val"
     best_key = "val_top1" if loaders.val is not None else "test_top1"
     tb = _tensorboard(out) if cfg.train.tensorboard and main else None
-    common = dict(device=device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
+    common = dict(device=device, amp=precision.amp, channels_last=precision.channels_last,
                   all_reduce=dist is not None)  # DDP: metrics summed over ranks
-    eval_opts = dict(common, tta=cfg.eval.tta)
+    eval_opts = dict(common, amp=precision.eval_amp, tta=cfg.eval.tta)
     final = None
     for epoch in range(state["epoch"] + 1, cfg.train.epochs + 1):
         t0 = time.perf_counter()
@@ -188,7 +190,8 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
             on_epoch(epoch, row)
     if final is None or "confusion_matrix" not in final:  # resumed after the last epoch's checkpoint
         final = evaluate(eval_model, getattr(loaders, eval_split), num_classes=info.num_classes, **eval_opts)
-    summary = _summary(cfg, info, eval_model, device, state, final, eval_split) if main else None
+    summary = dict(_summary(cfg, info, eval_model, device, state, final, eval_split),
+                   precision=precision.as_dict()) if main else None
     if main:  # unreadable image files met (image folders): skipped, never a crash
         summary["skipped_files"] = loaders.skipped_files()
     if main:
