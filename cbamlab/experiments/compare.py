@@ -5,7 +5,9 @@ augmentation draws and the same initial weights for the layers it shares with it
 can test per-seed differences. Runs live at OUT/<dataset>/<variant>/seed<k>/. A finished run is reused (after
 checking it was trained with this recipe), an unfinished one is resumed from its last checkpoint, so a
 comparison killed midway and started again trains only what is missing. The report is written by the caller
-(`cbamlab.report.write_report(out_dir)`; the CLI does it after `run_compare`).
+(`cbamlab.report.write_report(out_dir)`; the CLI does it after `run_compare`). Each run is claimed while it
+trains, so several processes (shards on several machines, `--workers` on one) share one study safely:
+see compare_shard.py.
 
 The YAML holds an ordinary training config plus a top-level `compare:` section:
 
@@ -25,13 +27,13 @@ from pathlib import Path
 
 import yaml
 
-from .. import engine  # engine.fit is looked up at call time (tests stand in for it)
 from ..data import list_datasets
 from ..engine.config import (config_from_dict, config_to_dict, load_config, read_yaml, result_differences,
                              split_sections)
 from ..engine.rundir import CONFIG, is_complete, load_run_config
 from ..errors import CbamlabError, ConfigError, suggest, unknown
 from ..models import list_models
+from .compare_shard import check_study, run_workers, study_grid, take_shard, train_one
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ class CompareResult:
     out_dir: Path
     trained: list[Path] = field(default_factory=list)
     reused: list[Path] = field(default_factory=list)
+    busy: list[Path] = field(default_factory=list)  # held by another process: left to it
+    complete: bool = False  # every run of the study (all shards) finished
 
 
 def parse_compare_section(section: dict | None) -> CompareSpec:
@@ -177,32 +181,51 @@ def _check_reusable(run: PlannedRun) -> None:
                            "use another --out, or delete that run to retrain it")
 
 
-def run_compare(base_cfg, variants, seeds, out_dir, datasets=None, *, report: bool | None = None) -> CompareResult:
+def run_compare(base_cfg, variants, seeds, out_dir, datasets=None, *, report: bool | None = None,
+                shard: tuple[int, int] | None = None, workers: int = 1) -> CompareResult:
     """Train what is missing of variants x seeds (x datasets) under `base_cfg` into `out_dir`. Unknown models or
-    datasets fail before any training. The report is not written here: call `cbamlab.report.write_report`."""
+    datasets fail before any training. The report is not written here: call `cbamlab.report.write_report`.
+    `shard` (I, N): only this process's share of the runs (`compare_shard.parse_shard`); `workers`: runs at once."""
     if report is not None:
         warnings.warn("run_compare(report=...) is deprecated and ignored: run_compare trains only; write the report "
                       "with cbamlab.report.write_report(out_dir)", DeprecationWarning, stacklevel=2)
     out_dir = Path(out_dir)
     runs = plan(base_cfg, list(variants), list(seeds), out_dir, datasets)
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: must be >= 1")
     result = CompareResult(out_dir=out_dir)
     done = [r for r in runs if is_complete(r.path)]
     for r in done:
         _check_reusable(r)
-    log.info("compare: %d runs (%d finished, reused), %d to train into %s",
-             len(runs), len(done), len(runs) - len(done), out_dir)
+    check_study(out_dir, base_cfg, study_grid(variants, seeds, datasets), sharded=shard is not None)
+    mine = take_shard(runs, shard)
+    log.info("compare: %d runs (%d finished, reused), %d to train into %s%s", len(runs), len(done),
+             len(runs) - len(done), out_dir, f"; shard {shard[0]}/{shard[1]}: {len(mine)} of them" if shard else "")
     start = time.perf_counter()
-    for i, r in enumerate(runs, start=1):
-        tag = f"[{i}/{len(runs)}] {r.dataset} {r.variant} seed {r.seed}"
+    tags = {r.path: f"[{i}/{len(runs)}] {r.dataset} {r.variant} seed {r.seed}" for i, r in enumerate(runs, start=1)}
+
+    def finished(r, status, value):
+        if status == "busy":
+            log.info("%s: %s; left to it", tags[r.path], value)
+            result.busy.append(r.path)
+            return
+        (result.reused if status == "reused" else result.trained).append(r.path)
+        top1 = value.get("top1") if isinstance(value, dict) else None
+        log.info("%s: %s, top-1 %s (%.0f s so far)", tags[r.path], status, "n/a" if top1 is None
+                 else f"{100 * top1:.2f} %", time.perf_counter() - start)
+
+    todo = []
+    for r in mine:
         if is_complete(r.path):
-            log.info("%s: finished earlier, reused", tag)
+            log.info("%s: finished earlier, reused", tags[r.path])
             result.reused.append(r.path)
-            continue
-        started = (r.path / CONFIG).is_file()
-        log.info("%s: %s", tag, "resuming" if started else "training")
-        summary = engine.fit(r.cfg, r.path, resume=started)
-        result.trained.append(r.path)
-        top1 = summary.get("top1") if isinstance(summary, dict) else None
-        log.info("%s: top-1 %s (%.0f s so far)", tag, "n/a" if top1 is None else f"{100 * top1:.2f} %",
-                 time.perf_counter() - start)
+        else:
+            todo.append(r)
+    if workers > 1 and len(todo) > 1:
+        run_workers(todo, workers, finished)
+    else:
+        for r in todo:
+            log.info("%s: %s", tags[r.path], "resuming" if (r.path / CONFIG).is_file() else "training")
+            finished(r, *train_one(r))
+    result.complete = all(is_complete(r.path) for r in runs)
     return result

@@ -1,0 +1,153 @@
+"""One comparison over several machines (`--shard I/N`) and several runs at once on one machine (`--workers K`).
+
+A study's runs live in one folder on a shared filesystem. `--shard I/N` (0 <= I < N, 0-based, as Slurm's
+`--array=0-{N-1}` numbers its tasks: `--shard $SLURM_ARRAY_TASK_ID/N`) takes the runs whose position in the
+study's plan (dataset, seed, variant order) is I modulo N: a disjoint, deterministic share, and the N shares
+cover the study. Each run is claimed before it is trained (`engine.claim`: an OS lock held while it trains),
+so two processes never train one run even when their shares overlap (the same shard started twice, or an
+unsharded compare beside the shards); a run held by another process is left to it, and a claim left by a
+killed process is taken over, so rerunning a killed shard finishes its runs. `cbamlab report OUT` joins the
+shards; the last shard to finish writes the report itself.
+
+The first process of a study records its recipe and grid in OUT/compare.json; every later one (any shard)
+is checked against it before anything is written, so a shard started with another config is refused with
+the keys that differ instead of adding runs of another recipe.
+
+`--workers K` trains K runs at once in K worker processes, each with cores // K intra-op threads, instead of
+K runs fighting over every core.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import torch
+
+from .. import _io, engine  # engine.fit is looked up at call time (tests stand in for it)
+from ..engine.claim import RunDirInUse, claim_run_dir
+from ..engine.config import config_to_dict, result_differences
+from ..engine.rundir import CONFIG, is_complete, read_summary
+from ..engine.runtime import available_cores
+from ..errors import CbamlabError, ConfigError
+
+log = logging.getLogger(__name__)
+
+STUDY = "compare.json"
+_PER_RUN = {"seed", "model.name"}  # set by the plan for each run, not by the recipe
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'I/N' -> (I, N) with 0 <= I < N (0-based); None for None."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not m:
+        raise ConfigError(f"--shard {text!r}: expected I/N, e.g. 0/4 (I from 0 to N-1, as $SLURM_ARRAY_TASK_ID "
+                          "with --array=0-3)")
+    i, n = int(m[1]), int(m[2])
+    if n < 1 or i >= n:
+        raise ConfigError(f"--shard {text}: I must be in 0..N-1 (0-based), and N >= 1")
+    return i, n
+
+
+def take_shard(runs: list, shard: tuple[int, int] | None) -> list:
+    """The runs at positions I, I + N, I + 2N, ... of the plan."""
+    if shard is None:
+        return list(runs)
+    i, n = shard
+    return [r for j, r in enumerate(runs) if j % n == i]
+
+
+def study_grid(variants, seeds, datasets) -> dict:
+    return {"variants": list(variants), "seeds": [int(s) for s in seeds], "datasets": list(datasets or [])}
+
+
+def check_study(out_dir, base_cfg, grid: dict, *, sharded: bool) -> None:
+    """Refuse a recipe (or, for a shard, a grid) other than the one OUT/compare.json records; record it when
+    this is the study's first process. Nothing is written when it refuses."""
+    path = Path(out_dir) / STUDY
+    recipe = config_to_dict(base_cfg)
+    record = _read_record(path)
+    if record is None:
+        record = _record_once(path, {"recipe": recipe, **grid})
+    ignore = _PER_RUN | ({"data.name"} if grid["datasets"] or record.get("datasets") else set())
+    changed = [k for k in result_differences(record["recipe"], recipe) if k not in ignore]
+    if changed:
+        raise CbamlabError(f"{out_dir} is a comparison started with another config ({', '.join(changed)} differ): "
+                           "give every shard the same --config and --set, or use another --out")
+    mine = {k: grid[k] for k in ("variants", "seeds", "datasets")}
+    if sharded and mine != {k: record.get(k) for k in mine}:
+        raise CbamlabError(f"{out_dir} is a comparison of another grid ({record.get('variants')}, seeds "
+                           f"{record.get('seeds')}, datasets {record.get('datasets') or 'from the config'}): "
+                           "every shard must plan the same runs, or use another --out")
+
+
+def _read_record(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("recipe"), dict):
+        raise CbamlabError(f"{path} is not a comparison record (expected JSON with recipe, variants, seeds, "
+                           "datasets); it is written by cbamlab compare: remove it, or use another --out")
+    return record
+
+
+def _record_once(path: Path, record: dict) -> dict:
+    """Write `record` to `path` unless another process did first (then return that one's)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    _io.write_json(tmp, record)
+    try:
+        os.link(tmp, path)  # atomic, and fails if it exists: the first process's record wins
+    except FileExistsError:
+        record = _read_record(path) or record
+    finally:
+        tmp.unlink()
+    return record
+
+
+def train_one(run) -> tuple[str, object]:
+    """The per-run step: claim the run, then train or resume it, unless it is finished or held elsewhere.
+    Returns ("trained" | "resumed", summary), ("reused", summary) or ("busy", message)."""
+    try:
+        with claim_run_dir(run.path):
+            if is_complete(run.path):  # finished by another process meanwhile
+                return "reused", read_summary(run.path)
+            started = (run.path / CONFIG).is_file()
+            return ("resumed" if started else "trained"), engine.fit(run.cfg, run.path, resume=started)
+    except RunDirInUse as e:
+        return "busy", str(e)
+
+
+def _init_worker(threads: int, level: int) -> None:
+    torch.set_num_threads(threads)  # fit's automatic thread count never exceeds it
+    logging.basicConfig(level=level, format="%(message)s", force=True)
+
+
+def run_workers(runs: list, workers: int, on_done) -> None:
+    """`train_one` over `runs`, `workers` at a time in worker processes; `on_done(run, status, value)` as each
+    ends. A run that fails stops the ones not started yet; the ones running finish."""
+    cores = available_cores()
+    threads = max(1, cores // workers)
+    if workers > cores:
+        log.warning("--workers %d on %d cores: each run gets 1 thread and they still share cores", workers, cores)
+    log.info("%d runs at once, %d intra-op thread(s) each (%d cores)", workers, threads, cores)
+    ctx = multiprocessing.get_context("spawn")  # a clean interpreter per worker: no inherited threads or locks
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(threads, logging.getLogger().getEffectiveLevel())) as pool:
+        futures = {pool.submit(train_one, r): r for r in runs}
+        try:
+            for f in as_completed(futures):
+                on_done(futures[f], *f.result())
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
