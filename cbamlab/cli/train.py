@@ -7,7 +7,9 @@ from pathlib import Path
 
 DESCRIPTION = """Train one model. Without --config the quick digits preset runs (resnet20_cbam, under a minute on
 2 CPU cores). --set section.key=value overrides any config value (type-checked), e.g.
---set optim.lr=0.05 --set train.epochs=30. --resume continues --out RUN_DIR from its last checkpoint."""
+--set optim.lr=0.05 --set train.epochs=30. --resume continues --out RUN_DIR from its last checkpoint.
+Under torchrun (torchrun --nproc-per-node K -m cbamlab train --out RUN_DIR ...) it trains data-parallel:
+train.batch_size is the global batch, split among the K processes; train.sync_bn=true syncs BatchNorm."""
 
 
 def register(subparsers) -> None:

@@ -72,11 +72,13 @@ def check_batch(batch_size: int, world: int) -> None:
                           f"{world}; use a multiple of {world}")
 
 
-def init_from_env(batch_size: int | None = None) -> Dist | None:
+def init_from_env(batch_size: int | None = None, device: str = "auto") -> Dist | None:
     """A process group from torchrun's environment (WORLD_SIZE > 1), else None.
 
-    `batch_size` (global) is checked against the world size first, before any waiting. The other processes
-    must join within CBAMLAB_DIST_TIMEOUT seconds (default 300), else a DistributedError names the address.
+    `batch_size` (global) is checked against the world size first, before any waiting. Each process takes the
+    GPU of its LOCAL_RANK (NCCL), or the CPU (gloo) when there is none or `device` (train.device) is "cpu".
+    The other processes must join within CBAMLAB_DIST_TIMEOUT seconds (default 300), else a DistributedError
+    names the address.
     """
     world = world_from_env()
     if world <= 1:
@@ -87,14 +89,18 @@ def init_from_env(batch_size: int | None = None) -> Dist | None:
         rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     except (KeyError, ValueError):
         raise ConfigError(f"WORLD_SIZE={world} but RANK is not set: start the processes with torchrun") from None
-    cuda = torch.cuda.is_available()
-    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    cuda = device != "cpu" and torch.cuda.is_available()
+    if cuda and local >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ConfigError(f"LOCAL_RANK={local} but this node has {n} CUDA device(s): start at most {n} processes "
+                          f"per node (--nproc-per-node {n}), or set train.device=cpu")
+    where = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
     if cuda:
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(where)
     owned = not dist.is_initialized()
     if owned:
         _start(world, "nccl" if cuda else "gloo")
-    return Dist(rank, world, local, device, owned)
+    return Dist(rank, world, local, where, owned)
 
 
 def _start(world: int, backend: str) -> None:

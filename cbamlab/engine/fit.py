@@ -78,7 +78,7 @@ def fit(cfg: Config, out_dir, *, resume: bool = False, on_epoch: Callable[[int, 
     """Train `cfg` into `out_dir` and return the summary (also written to summary.json)."""
     validate(cfg)
     out = Path(out_dir)
-    dist = distributed.init_from_env(cfg.train.batch_size)  # under torchrun: one process per rank (DDP)
+    dist = distributed.init_from_env(cfg.train.batch_size, cfg.train.device)  # torchrun: one process per rank
     resume = resume or distributed.resume_after_restart(out, rundir.CONFIG)
     held = []  # rank 0 claims the run directory; its refusal is raised on every rank
     try:
