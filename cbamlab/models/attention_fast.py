@@ -11,13 +11,14 @@ change to those modules is picked up.
 For channel_first, out = F * Mc * Ms, with Mc = sigma(sum_k MLP(pool_k F)) and Ms = sigma(BN(conv([max_c G,
 mean_c G]))), G = F * Mc. Forward: the pools of F, G = F * Mc, the channel max and mean of G, then G *= Ms
 in place (6 reads, 2 writes of the map). Backward, with t = dL/dout * F:
-    dL/dMs = sum_c Mc t                            (a batched matrix product)
-    D      = dL/dout * Ms + dMean/C (+ dMax at the arg-max channel)
-    dL/dMc = sum_hw Ms t + sum_hw F dMean/C (+ the arg-max terms)      (two batched products)
-    dL/dF  = Mc D + dAvg/(H W) (+ dMaxPool at the arg-max position)
-(7 reads, 3 writes), saving only F, the two maps and the two arg-max indices. spatial_first and parallel
+    dL/dMs = sum_c Mc t                                      (a batched matrix product)
+    D      = dL/dG = dL/dout * Ms + dMean/C (+ dMax at the arg-max channel)
+    dL/dMc = sum_hw F D
+    dL/dF  = Mc D + dAvg/(H W) (+ dMaxPool at the arg-max position)         (in place in D)
+(about 9 reads and 5 writes, each a plain vectorised kernel), saving only F, the two maps and the two
+arg-max indices; the arg-max additions touch only the indexed elements (`put_`). spatial_first and parallel
 are the same algebra in another order. The spatial convolution runs as row matrix products (`rowconv`) on
-maps up to `ROWCONV_MAX_WIDTH` wide and as a channels_last conv2d above.
+maps 7 to `ROWCONV_MAX_WIDTH` wide and as a conv2d on others.
 
 Max pooling ties: the whole gradient goes to the first maximum (the lowest channel index; the first position
 in row-major order), as `torch.max(dim)` and max_pool2d route it. The reference pools with `max(dim).values`
