@@ -1,8 +1,8 @@
 """The fast CBAM: `attention.CBAM`'s math, parameters and state_dict, with fewer passes over the feature map.
 
 The reference (`CBAM.forward_reference`) is the paper's formula written out; autograd then keeps every
-intermediate and makes ~30 full-size passes per block, and its 2 -> 1 channel 7x7 convolution runs slowly
-in oneDNN. Here one `torch.autograd.Function` does the full-size work of a whole CBAM by hand, while the small
+intermediate, each product's backward makes two more full-size passes and their sums more, and the 2 -> 1
+channel 7x7 convolution runs slowly in oneDNN. Here one `torch.autograd.Function` does the full-size work of a whole CBAM by hand, while the small
 parts (the channel MLP on (B, C) descriptors, the spatial conv + BN on (B, 1, H, W) maps, the sigmoids) are
 ordinary modules called in the forward on detached copies of their inputs, and differentiated by autograd
 inside the backward. So the BN updates its running statistics exactly as the reference's does, and any
