@@ -31,9 +31,9 @@ TINY = ["train.epochs=1", "train.batch_size=256", "train.threads=1", "train.prog
         "train.channels_last=false"]
 # After these 6 SGD steps the 2-process weights (SyncBN on) match the 1-process ones within WEIGHT_ATOL.
 # The math is the same (in float64 the gradients of one step agree to 1e-14); what differs is float32
-# rounding (a mean of two half-batch means), which training amplifies: measured ~2e-5 here. Without
-# SyncBN each rank normalises with its own 128 images and the weights differ by ~1e-2.
-WEIGHT_ATOL = 1e-4
+# rounding (a mean of two half-batch means), which training amplifies: measured 4.7e-5 here. Without
+# SyncBN each rank normalises with its own 128 images: ~1e-2 apart after 5 such steps (a separate check).
+WEIGHT_ATOL = 2e-4
 
 
 def _port() -> int:
