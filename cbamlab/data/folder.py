@@ -53,12 +53,18 @@ def read(root, name: str = "imagefolder", *, include_test=True, index_cache: boo
     return FileSplit(train), test, classes
 
 
-def eval_preprocess(img: torch.Tensor, image_size) -> torch.Tensor:
-    """uint8 (C, H, W) -> uint8 (C, h, w): the shorter side resized to min(h, w) / 0.875 (bilinear, antialiased),
-    then the central (h, w) crop (256 then 224 for ImageNet). The one preprocessing of folder images for
-    evaluation, prediction and the in-memory copy of a folder."""
+def eval_resize(image_size) -> int:
+    """The shorter side's length before the central crop: min(h, w) / 0.875 (256 for 224)."""
+    return int(round(min(image_size) / EVAL_CROP_RATIO))
+
+
+def eval_preprocess(img: torch.Tensor, image_size, resize_shorter: int | None = None) -> torch.Tensor:
+    """uint8 (C, H, W) -> uint8 (C, h, w): the shorter side resized to `resize_shorter` (default `eval_resize`;
+    bilinear, antialiased), then the central (h, w) crop (256 then 224 for ImageNet). The one preprocessing of
+    folder images for evaluation, prediction (data/preprocess.py: a run's recorded sizes) and the in-memory copy
+    of a folder."""
     h, w = image_size
-    img = TF.resize(img, [int(round(min(h, w) / EVAL_CROP_RATIO))], antialias=True)
+    img = TF.resize(img, [resize_shorter or eval_resize(image_size)], antialias=True)
     return TF.center_crop(img, [h, w])
 
 

@@ -6,6 +6,7 @@ YAML files may carry extra top-level sections (`compare:`, `tune:`) read by the 
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -18,6 +19,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from ..data.loaders import MEMORY_BUDGET_GB
+from ..data.registry import check_val_fraction
 from ..errors import ConfigError, suggest
 from ..models.options import ARRANGEMENTS, ATTN_IMPLS
 
@@ -301,7 +303,7 @@ def load_config(path_or_dict: str | Path | dict | None = None, overrides=()) -> 
     if path_or_dict is None:
         d = {}
     elif isinstance(path_or_dict, dict):
-        d = dict(path_or_dict)
+        d = copy.deepcopy(path_or_dict)  # overrides write into nested mappings: never into the caller's
     else:
         d = read_yaml(path_or_dict)
     d, _ = split_sections(d)
@@ -407,7 +409,7 @@ def validate(cfg: Config) -> Config:
         v = getattr(m, k)
         _check(v is None or v >= 1, f"model.{k}", "must be >= 1 (or null: from the dataset)", v)
     _check(d.image_size is None or d.image_size >= 1, "data.image_size", "must be >= 1", d.image_size)
-    _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", d.val_fraction)
+    check_val_fraction(d.val_fraction, "data.val_fraction", ConfigError)  # the data layer's one rule
     _check(d.workers >= 0, "data.workers", "must be >= 0", d.workers)
     _check(math.isfinite(d.memory_budget_gb) and d.memory_budget_gb >= 0, "data.memory_budget_gb",
            "must be a number of GB >= 0 (0: always stream image folders from their files)", d.memory_budget_gb)

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from ..data import load_dataset, make_loaders, resolve_augment
+from ..data.preprocess import for_dataset as preprocess_for
 from ..errors import ConfigError
 from ..models import count_macs, count_params
 from . import checkpoint as ckpt
@@ -220,6 +221,7 @@ def _summary(cfg, info, model, device, state, final, split) -> dict:
         "confusion_matrix": final["confusion_matrix"],
         "data": {"num_classes": info.num_classes, "in_chans": info.in_chans, "image_size": list(info.image_size),
                  "mean": list(info.mean), "std": list(info.std)},
+        "preprocess": preprocess_for(info).to_dict(),  # what predict does to an image file: what eval did
     }
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.preprocess import Preprocess, for_dataset, read_file, to_input
+from ..data.types import DatasetInfo
 from ..errors import CbamlabError, CheckpointError
 from . import checkpoint as ckpt
 from . import rundir
@@ -23,20 +25,26 @@ log = logging.getLogger(__name__)
 class LoadedModel:
     model: nn.Module
     cfg: Config
-    data: dict  # num_classes, in_chans, image_size, mean, std, classes
+    data: dict  # num_classes, in_chans, image_size, mean, std, classes, preprocess (Preprocess.to_dict())
     weights: Path
 
 
 def _data_info(cfg: Config, summary: dict | None) -> dict:
     if summary and "data" in summary:
-        return {**summary["data"], "classes": summary["classes"]}
+        data = {**summary["data"], "classes": summary["classes"]}
+        if "preprocess" not in summary:  # written before runs recorded it: the rule of that time
+            info = DatasetInfo(cfg.data.name, data["num_classes"], data["in_chans"], tuple(data["image_size"]),
+                               data["classes"], tuple(data["mean"]), tuple(data["std"]), source="")
+            return {**data, "preprocess": for_dataset(info).to_dict()}
+        return {**data, "preprocess": summary["preprocess"]}
     from ..data import load_dataset  # an unfinished run: read the dataset's description (never the test split)
 
     d = cfg.data
     info = load_dataset(d.name, d.root, image_size=d.image_size, val_fraction=0.0, seed=cfg.seed,
                         include_test=False).info
     return {"num_classes": info.num_classes, "in_chans": info.in_chans, "image_size": list(info.image_size),
-            "mean": list(info.mean), "std": list(info.std), "classes": list(info.classes)}
+            "mean": list(info.mean), "std": list(info.std), "classes": list(info.classes),
+            "preprocess": for_dataset(info).to_dict()}
 
 
 def load_run(run_dir, checkpoint: str = "last") -> LoadedModel:
@@ -93,25 +101,16 @@ def evaluate_config(model: nn.Module, cfg: Config, split: str | None = None) -> 
     return out
 
 
-def read_image(path, in_chans: int, image_size, mean, std) -> torch.Tensor:
-    """A PNG/JPEG file as the model's input (1, C, H, W): converted to the run's channels, resized, normalised."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise CbamlabError(f"no such image file: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            im = im.convert("L" if in_chans == 1 else "RGB")
-            h, w = image_size
-            im = im.resize((w, h), Image.BILINEAR)
-            x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise CbamlabError(f"{path}: not a readable PNG or JPEG image ({type(e).__name__})") from None
-    x = x.reshape(h, w, in_chans).permute(2, 0, 1).float().div(255)  # (C, H, W)
-    x = (x - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
-    return x.unsqueeze(0)
+def read_image(path, in_chans: int, image_size, mean, std, *, preprocess: dict | Preprocess | None = None
+               ) -> torch.Tensor:
+    """A PNG/JPEG file as the model's input (1, C, H, W), preprocessed exactly as evaluation preprocesses the
+    run's images: `preprocess` is the run's record (`LoadedModel.data["preprocess"]`); without it the whole image
+    is resized to `image_size` (the in-memory datasets' rule)."""
+    if preprocess is None:
+        preprocess = Preprocess(int(in_chans), tuple(image_size), None, tuple(mean), tuple(std))
+    elif isinstance(preprocess, dict):
+        preprocess = Preprocess.from_dict(preprocess)
+    return to_input(read_file(path, preprocess), preprocess)
 
 
 @torch.no_grad()
