@@ -21,6 +21,7 @@ import yaml
 from ..data.loaders import MEMORY_BUDGET_GB
 from ..data.registry import check_val_fraction
 from ..errors import ConfigError, suggest
+from ..models import model_info
 from ..models.options import ARRANGEMENTS, ATTN_IMPLS
 
 EXTRA_SECTIONS = ("compare", "tune")
@@ -399,6 +400,7 @@ def validate(cfg: Config) -> Config:
     m, d, t, o, s = cfg.model, cfg.data, cfg.train, cfg.optim, cfg.schedule
     _check_finite(cfg)
     _check(0 <= cfg.seed <= MAX_SEED, "seed", f"must be in 0..2^63-1 ({MAX_SEED})", cfg.seed)
+    model_info(m.name)  # an unknown model is refused here, before anything runs or logs
     _check(m.reduction >= 1, "model.reduction", "must be >= 1", m.reduction)
     _check(m.kernel_size >= 1 and m.kernel_size % 2 == 1, "model.kernel_size", "must be a positive odd number",
            m.kernel_size)

@@ -40,6 +40,7 @@ def _load_data(cfg: Config, device, dist=None):
     bundle = load_dataset(d.name, d.root, download=d.download, image_size=d.image_size,
                           val_fraction=d.val_fraction, seed=cfg.seed, include_test=cfg.train.eval_test,
                           index_cache=d.index_cache)
+    check_fits(cfg.model, bundle.info.num_classes, bundle.info.in_chans, bundle.info.name)  # before any log line
     augment = resolve_augment(d.augment, d.name, image_size=bundle.info.image_size, **d.augment_overrides)
     loaders = make_loaders(bundle, cfg.train.batch_size, augment=augment, device=device, seed=cfg.seed,
                            eval_batch_size=cfg.train.eval_batch_size, workers=d.workers,
@@ -99,10 +100,9 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
         return rundir.read_summary(out)
     set_threads(cfg.train.threads)
     device = dist.device if dist is not None else select_device(cfg.train.device)
-    precision = precision_for(device, cfg.train.amp, cfg.train.channels_last)  # "auto" resolved, logged
     seed_everything(cfg.seed, cfg.train.deterministic)
-    info, loaders = _load_data(cfg, device, dist)
-    check_fits(cfg.model, info.num_classes, info.in_chans, info.name)
+    info, loaders = _load_data(cfg, device, dist)  # a model that does not fit the data is refused in there
+    precision = precision_for(device, cfg.train.amp, cfg.train.channels_last)  # "auto" resolved, logged
     train_loader = loaders.train  # under DDP: this rank's share (cbamlab.data.shard)
     model = build_model(cfg.model, info.num_classes, info.in_chans, seed=cfg.seed).to(device)
     if cfg.train.sync_bn:
