@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 import re
 import stat
 import tempfile
@@ -19,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from PIL import Image
 
 from .errors import CheckpointError, DataError
@@ -133,8 +135,6 @@ class _Recorder:
 
 def torch_save(path, obj: Any) -> Path:
     """torch.save to `path` atomically. Keep `obj` to tensors and plain containers so it loads weights-only."""
-    import torch
-
     def write(f) -> None:
         out = _Recorder(f)
         try:
@@ -150,10 +150,6 @@ def torch_save(path, obj: Any) -> Path:
 def torch_load_safe(path, map_location="cpu", *, mmap: bool = False) -> Any:
     """torch.load with weights_only=True: a pickle that would import or call anything is refused, nothing runs.
     mmap=True maps the tensors' storage instead of reading it (cheap when only the plain values are wanted)."""
-    import pickle
-
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no such file: {path}")

@@ -1,4 +1,5 @@
 """Errors a user can cause and fix: the CLI turns each into one `error: ...` line and exit status 2."""
+import difflib
 
 
 class CbamlabError(ValueError):
@@ -19,8 +20,6 @@ class CheckpointError(CbamlabError):
 
 def suggest(name: str, known) -> str:
     """' (did you mean x?)' for the close matches of `name` among `known`, else ''."""
-    import difflib
-
     close = difflib.get_close_matches(str(name), [str(k) for k in known], n=3, cutoff=0.6)
     return f" (did you mean {', '.join(close)}?)" if close else ""
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from ..data import DATASETS, load_dataset, locate
+
 DESCRIPTION = """List the datasets cbamlab reads, where each one was found (or how to get it), their sizes, number
 of classes and image shape. With NAME, read that dataset and show what was actually loaded (counts, classes,
 mean/std). With --root, IDX and CIFAR sets are looked for there only (the folder itself, <root>/<name>, or the
@@ -27,8 +29,6 @@ def _shape(in_chans, size) -> str:
 
 
 def _listing(root) -> list[dict]:
-    from ..data import DATASETS, locate
-
     rows = []
     for name, spec in DATASETS.items():
         found, looked = locate(name, root)
@@ -39,8 +39,6 @@ def _listing(root) -> list[dict]:
 
 
 def _detail(name, root, download) -> dict:
-    from ..data import load_dataset
-
     b = load_dataset(name, root, download=download)
     i = b.info
     return {"name": i.name, "found": i.source, "train": len(b.train), "test": len(b.test) if b.test else None,

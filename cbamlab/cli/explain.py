@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ..errors import CbamlabError
 
 DESCRIPTION = """Show where trained models look and measure whether it matters. RUN is a `cbamlab train` run
 directory, or a `cbamlab compare` folder: there each SE/CBAM variant is paired with its plain twin of the same
@@ -47,9 +50,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from ..errors import CbamlabError
+    # grad-cam (with OpenCV) and matplotlib load only when the command runs, so other commands start fast
     from ..explain import explain_run
     from ..report.explain import write_explain_report
 

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
+from ..engine.export import SUFFIX, export_model
+from ..engine.predict import load_run
 from ..errors import CbamlabError
 
 DESCRIPTION = """Export the model of a run directory to ONNX (run with onnxruntime), traced TorchScript or
@@ -36,11 +39,6 @@ def _tolerance(text: str) -> float:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from ..engine.export import SUFFIX, export_model
-    from ..engine.predict import load_run
-
     loaded = load_run(args.run, args.checkpoint)
     out = Path(args.out) if args.out else Path(args.run) / "export" / f"model{SUFFIX[args.format]}"
     if out.is_dir():

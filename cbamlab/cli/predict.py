@@ -5,7 +5,8 @@ from pathlib import Path
 
 from .._io import image_size_guard
 from ..data.folder_index import IMAGE_EXTENSIONS
-from ..errors import DataError
+from ..engine.predict import load_run, predict_topk, read_image
+from ..errors import CbamlabError, DataError
 
 DESCRIPTION = """Classify image files (PNG, JPEG) with the model of a run directory. Each image is converted to
 the run's channels and preprocessed exactly as `cbamlab eval` preprocessed the run's images (image folders: the
@@ -40,9 +41,6 @@ def image_files(paths) -> list[str]:
 
 
 def run(args) -> int:
-    from ..engine.predict import load_run, predict_topk, read_image
-    from ..errors import CbamlabError
-
     if args.top < 1:
         raise CbamlabError(f"--top must be >= 1, got {args.top}")
     loaded = load_run(args.run, args.checkpoint)

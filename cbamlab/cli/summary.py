@@ -5,6 +5,8 @@ import json
 import sys
 
 from ..errors import CbamlabError
+from ..models import count_params, create_model, list_models, model_info, stage_table
+from ..models.profile import COUNTED_OPS, parse_input_size
 
 _FAMILY_DEFAULTS = {"imagenet": ((3, 224, 224), 1000), "cifar": ((3, 32, 32), 10), "he2016": ((3, 32, 32), 10)}
 
@@ -34,9 +36,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..models import count_params, create_model, list_models, model_info, stage_table
-    from ..models.profile import COUNTED_OPS, parse_input_size
-
     if args.list is not None:
         names = list_models(args.list)
         if not names:

@@ -5,6 +5,11 @@ import logging
 import os
 from pathlib import Path
 
+from ..engine import fit, load_config
+from ..engine.config import dump_config
+from ..engine.rundir import CONFIG
+from ..errors import ConfigError
+
 DESCRIPTION = """Train one model. Without --config the quick digits preset runs (resnet20_cbam, under a minute on
 2 CPU cores). --set section.key=value overrides any config value (type-checked), e.g.
 --set optim.lr=0.05 --set train.epochs=30. --resume continues --out RUN_DIR from its last checkpoint.
@@ -35,11 +40,6 @@ def _default_out(cfg) -> Path:
 
 
 def run(args) -> int:
-    from ..engine import fit, load_config
-    from ..engine.config import dump_config
-    from ..engine.rundir import CONFIG
-    from ..errors import ConfigError
-
     overrides = list(args.overrides) + (["train.progress=false"] if args.quiet else [])
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR")

@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..models import create_model, model_info
 from ..models.options import ATTN_OPTIONS
+from ..models.weights import load_backbone
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +24,6 @@ def check_fits(model_cfg, num_classes: int, in_chans: int, dataset: str) -> None
 
 
 def _create(name: str, model_cfg, num_classes: int, in_chans: int) -> nn.Module:
-    from ..models import create_model
-
     # every attention option the model section has (models.options.AttnOptions: one vocabulary)
     attn = {k: getattr(model_cfg, k) for k in ATTN_OPTIONS if hasattr(model_cfg, k)}
     return create_model(name, num_classes=num_classes, in_chans=in_chans, shortcut=model_cfg.shortcut,
@@ -34,8 +34,6 @@ def build_model(model_cfg, num_classes: int, in_chans: int, seed: int | None = N
     """`create_model` from a ModelConfig. With `seed`, every tensor the model shares with its plain twin
     (`model_info(name).base`, same name and shape) comes from that twin built after `torch.manual_seed(seed)`,
     so resnet20, resnet20_se and resnet20_cbam with one seed start from the same shared weights."""
-    from ..models import model_info
-
     info = model_info(model_cfg.name)
     if seed is not None:
         torch.manual_seed(seed)
@@ -51,8 +49,6 @@ def build_model(model_cfg, num_classes: int, in_chans: int, seed: int | None = N
         log.debug("%s: %d of %d tensors initialised from its twin %s", model_cfg.name, len(shared), len(own),
                   info.base)
     if model_cfg.pretrained:
-        from ..models.weights import load_backbone
-
         report = load_backbone(model, model_cfg.pretrained)
         log.info("loaded backbone from %s: %s", model_cfg.pretrained, getattr(report, "describe", lambda: report)())
     return model

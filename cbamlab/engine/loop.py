@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..errors import CbamlabError, unknown
 from .ema import ModelEma
@@ -30,8 +31,6 @@ TTA_VIEWS: dict[str, Callable[[torch.Tensor], tuple[torch.Tensor, ...]]] = {
 def _bar(iterable, total: int, desc: str, enabled: bool):
     if not enabled or not sys.stderr.isatty():
         return iterable
-    from tqdm import tqdm
-
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 

@@ -8,12 +8,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data import load_dataset, make_loaders
 from ..data.preprocess import Preprocess, for_dataset, read_file, to_input
 from ..data.types import DatasetInfo
 from ..errors import CbamlabError, CheckpointError
 from . import checkpoint as ckpt
 from . import rundir
-from .build import build_model
+from .build import build_model, check_fits
 from .config import Config
 from .loop import evaluate
 from .runtime import select_device, set_threads
@@ -37,9 +38,7 @@ def _data_info(cfg: Config, summary: dict | None) -> dict:
                                data["classes"], tuple(data["mean"]), tuple(data["std"]), source="")
             return {**data, "preprocess": for_dataset(info).to_dict()}
         return {**data, "preprocess": summary["preprocess"]}
-    from ..data import load_dataset  # an unfinished run: read the dataset's description (never the test split)
-
-    d = cfg.data
+    d = cfg.data  # an unfinished run: read the dataset's description (never the test split)
     info = load_dataset(d.name, d.root, image_size=d.image_size, val_fraction=0.0, seed=cfg.seed,
                         include_test=False).info
     return {"num_classes": info.num_classes, "in_chans": info.in_chans, "image_size": list(info.image_size),
@@ -71,16 +70,12 @@ def load_weights_file(weights, model_cfg, num_classes: int, in_chans: int) -> nn
 
 def evaluate_config(model: nn.Module, cfg: Config, split: str | None = None) -> dict:
     """Evaluate `model` on the split `cfg` names (test, else validation), loaded exactly as `fit` loads it."""
-    from ..data import load_dataset, make_loaders
-
     set_threads(cfg.train.threads)
     device = select_device(cfg.train.device)
     d = cfg.data
     want_test = split != "val"
     bundle = load_dataset(d.name, d.root, download=d.download, image_size=d.image_size, val_fraction=d.val_fraction,
                           seed=cfg.seed, include_test=want_test)
-    from .build import check_fits
-
     check_fits(cfg.model, bundle.info.num_classes, bundle.info.in_chans, bundle.info.name)
     if getattr(model, "num_classes", bundle.info.num_classes) != bundle.info.num_classes:
         raise CbamlabError(f"the model has {model.num_classes} classes but dataset '{d.name}' has "

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import __version__
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -174,8 +175,6 @@ def device_name(device: torch.device) -> str:
 
 
 def env_info(device: torch.device) -> dict:
-    from .. import __version__
-
     return {
         "python": sys.version.split()[0],
         "torch": torch.__version__,

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from .._io import torch_load_safe
@@ -60,9 +62,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"no such weights file: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
@@ -86,7 +85,7 @@ def _unwrap(obj, where: str) -> dict[str, torch.Tensor]:
 
 def torchvision_state_dict(base: str, progress: bool = False) -> dict[str, torch.Tensor]:
     """torchvision's default ImageNet weights for `base` (downloaded once into torch's hub cache; needs network)."""
-    import torchvision
+    import torchvision  # heavy; only a download from torchvision needs it
 
     if base not in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
         raise CheckpointError(f"torchvision has no ImageNet weights for '{base}' (only resnet18/34/50/101/152 "
