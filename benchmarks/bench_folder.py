@@ -57,7 +57,7 @@ def _write_images(task) -> int:
         field = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((size, size), Image.BICUBIC)
         pixels = np.asarray(field, dtype=np.int16) + rng.integers(-20, 21, (size, size, 3))
         img = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
-        split = "val" if i % 10 == 0 else "train"
+        split = "val" if (i // classes) % 10 == 0 else "train"  # every class gets train and val files
         img.save(Path(folder) / split / f"c{i % classes:04d}" / f"{i:07d}.JPEG", quality=90)
     return stop - start
 
@@ -65,7 +65,7 @@ def _write_images(task) -> int:
 def generate(folder: Path, files: int, classes: int, size: int) -> float:
     """Write the folder once (seconds taken; 0 when it is already there with these settings)."""
     marker = folder / "generated.json"
-    want = {"files": files, "classes": classes, "size": size}
+    want = {"files": files, "classes": classes, "size": size, "layout": 2}
     if marker.is_file() and json.loads(marker.read_text()) == want:
         return 0.0
     shutil.rmtree(folder, ignore_errors=True)
