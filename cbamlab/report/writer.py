@@ -23,8 +23,10 @@ HOW_TO_READ = (
     "Accuracy is test top-1/top-5 in %, mean ± sample std over n seeds. Variants with the same seed saw the same "
     "data order and augmentation and started from the same shared weights, so each is compared to its baseline "
     "(the plain twin) by per-seed differences: Δ is their mean in points with a 95 % t interval, p is the paired "
-    "t-test (Wilcoxon signed-rank as well once n ≥ 6). In the sentences ± is the std of the per-seed differences. "
-    "A difference is only called significant at p < 0.05, and nothing more is claimed.")
+    "t-test, p (sign-flip) the exact paired permutation test (Wilcoxon signed-rank as well once n ≥ 6). In the "
+    "sentences ± is the std of the per-seed differences. With n seeds the sign-flip p cannot go below 2/2^n, so a "
+    "difference is only called significant when both p-values are below 0.05 (at least 6 seeds, and never when "
+    "every seed differs by the same amount), and nothing more is claimed.")
 
 RECIPE_KEYS = (("train", "epochs"), ("train", "batch_size"), ("optim", "name"), ("optim", "lr"),
                ("optim", "momentum"), ("optim", "weight_decay"), ("schedule", "name"), ("data", "augment"),
