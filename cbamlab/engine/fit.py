@@ -3,9 +3,10 @@
 Per epoch: train, evaluate (val, test), then in this order write the state file (model, optimizer, RNG,
 metric history), last/best weights and metrics.csv, then call `on_epoch`. With `train.ema` the weight average
 (engine/ema.py) is what is evaluated and what the best/last weights files hold, so `cbamlab eval --run` equals
-summary.json; the state file keeps the raw weights and the average, so a resumed run continues both exactly. The state file is the single
-source of truth on resume, so a kill between any two writes loses at most the epoch in progress, and the
-resumed run sees the same batches (the loader is seeded by (seed, epoch)) and ends with the same weights.
+summary.json; the state file keeps the raw weights and the average, so a resumed run continues both exactly.
+The state file is the single source of truth on resume, so a kill between any two writes loses at most the
+epoch in progress, and the resumed run sees the same batches (the loader is seeded by (seed, epoch)) and ends
+with the same weights.
 """
 from __future__ import annotations
 
@@ -191,11 +192,11 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
             on_epoch(epoch, row)
     if final is None or "confusion_matrix" not in final:  # resumed after the last epoch's checkpoint
         final = evaluate(eval_model, getattr(loaders, eval_split), num_classes=info.num_classes, **eval_opts)
-    summary = dict(_summary(cfg, info, eval_model, device, state, final, eval_split),
-                   precision=precision.as_dict()) if main else None
-    if main:  # unreadable image files met (image folders): skipped, never a crash
-        summary["skipped_files"] = loaders.skipped_files()
+    summary = None
     if main:
+        summary = _summary(cfg, info, eval_model, device, state, final, eval_split)
+        summary["precision"] = precision.as_dict()
+        summary["skipped_files"] = loaders.skipped_files()  # unreadable image-folder files: skipped, never a crash
         rundir.write_summary(out, summary)
     summary = distributed.broadcast(summary, dist)
     if tb is not None:
