@@ -63,6 +63,27 @@ def latin1(path: Path) -> Path:
     return path
 
 
+class FullDisk:
+    """A file whose writes fail with ENOSPC once `room` bytes are in it (a full disk, simulated)."""
+
+    def __init__(self, f, room: int):
+        self.f, self.room = f, room
+
+    def write(self, data):
+        if self.f.tell() >= self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
 # --------------------------------------------------------------------------------------- config values and files
 
 @pytest.mark.parametrize("override, words", [
@@ -77,6 +98,7 @@ def latin1(path: Path) -> Path:
     ("train.grad_clip=inf", ["train.grad_clip=", "finite"]),
     ("optim.betas=[0.9, .nan]", ["optim.betas=", "finite"]),
 ])
+
 def test_config_values_out_of_range(capsys, override, words):
     one_error(capsys, ["train", "--set", override, "--print-config"], *words)
 
@@ -177,27 +199,9 @@ def test_disk_full_during_a_checkpoint_write(tmp_path, monkeypatch, capsys):
     temp file removed, no claim left, and nothing else in checkpoints/ (the weights are written after it)."""
     real_fdopen = os.fdopen
 
-    class Full:
-        def __init__(self, f):
-            self.f = f
-
-        def write(self, data):
-            if self.f.tell() > 1000:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            return self.f.write(data)
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
     def fdopen(fd, *args, **kw):
         f = real_fdopen(fd, *args, **kw)
-        return Full(f) if ".last.state.pt." in os.readlink(f"/proc/self/fd/{fd}") else f
+        return FullDisk(f, room=1001) if ".last.state.pt." in os.readlink(f"/proc/self/fd/{fd}") else f
 
     monkeypatch.setattr(os, "fdopen", fdopen)
     out = tmp_path / "run"
@@ -211,23 +215,7 @@ def test_torch_save_reports_the_os_error_not_torchs_zip_writer(tmp_path, monkeyp
     """torch.save turns a failed write into RuntimeError("unexpected pos ..."); _io.torch_save gives the OSError."""
     real_fdopen = os.fdopen
 
-    class Full:
-        def __init__(self, f):
-            self.f = f
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **kw: Full(real_fdopen(fd, *a, **kw)))
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **kw: FullDisk(real_fdopen(fd, *a, **kw), room=0))
     with pytest.raises(OSError) as e:
         _io.torch_save(tmp_path / "s.pt", {"w": torch.zeros(1000)})
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "s.pt")
