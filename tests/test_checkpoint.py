@@ -91,7 +91,7 @@ def test_state_loads_weights_only_and_restores_rng(tmp_path):
     net(torch.randn(5, 4)).sum().backward()
     opt.step()
     torch.manual_seed(1), random.seed(2), np.random.seed(3)
-    state = {"epoch": 2, "model": ckpt._plain_state(net), "optimizer": opt.state_dict(), "rng": ckpt.rng_state(),
+    state = {"epoch": 2, "model": ckpt.plain_state(net), "optimizer": opt.state_dict(), "rng": ckpt.rng_state(),
              "history": [{"epoch": 1, "lr": 0.1, "val_top1": None}]}
     ckpt.save_state(tmp_path / "s.pt", state)
     expect = (torch.rand(3), random.random(), np.random.rand())

@@ -21,7 +21,7 @@ from .. import _io
 from ..errors import CheckpointError
 
 
-def _plain_state(model_or_state) -> dict[str, torch.Tensor]:
+def plain_state(model_or_state) -> dict[str, torch.Tensor]:
     sd = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     # strip torch.compile's wrapper prefix; safetensors wants contiguous, unshared CPU tensors
     return {k.removeprefix("_orig_mod."): v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
@@ -30,7 +30,7 @@ def _plain_state(model_or_state) -> dict[str, torch.Tensor]:
 def save_weights(path, model_or_state, metadata: dict | None = None) -> Path:
     """Write the weights as safetensors, atomically; `metadata` values become strings."""
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-    return _io.write_bytes(path, save(_plain_state(model_or_state), metadata=meta))
+    return _io.write_bytes(path, save(plain_state(model_or_state), metadata=meta))
 
 
 def load_weights(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -170,9 +170,9 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
             state["best"] = {"epoch": epoch, "metric": best_key, "value": row[best_key],
                              **{k: row[k] for k in tops if row[k] is not None}}
         state.update(epoch=epoch, step=step, history=state["history"] + [row], model_name=cfg.model.name,
-                     model=ckpt._plain_state(model), optimizer=optimizer.state_dict(), rng=ckpt.rng_state(),
+                     model=ckpt.plain_state(model), optimizer=optimizer.state_dict(), rng=ckpt.rng_state(),
                      scaler=scaler.state_dict() if scaler is not None else None,
-                     ema=ckpt._plain_state(ema.module) if ema is not None else None,
+                     ema=ckpt.plain_state(ema.module) if ema is not None else None,
                      wall_time_s=state["wall_time_s"] + time.perf_counter() - t0,
                      **provenance.record(cfg))  # the config and code this state came from: resume checks it
         if not main:
