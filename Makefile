@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_folder.py
 	-$(PY) -m pip install -q -e '.[bench]'  # timm, for its CBAM (without it: no timm rows)
 	$(PY) benchmarks/bench_attention.py
+	$(PY) benchmarks/attention_limits.py
 
 clean:
 	rm -rf runs .pytest_cache

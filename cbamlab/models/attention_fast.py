@@ -76,7 +76,7 @@ def _mlp_on_pools(gate, pools: list) -> torch.Tensor:
 
 
 def _infer_mc(gate, x: torch.Tensor) -> torch.Tensor:
-    pools = [x.mean(dim=(2, 3)) if k == "avg" else
+    pools = [_hw_mean(x) if k == "avg" else
              F.adaptive_max_pool2d(x, 1).flatten(1) if _is_channels_last(x) else x.amax(dim=(2, 3))
              for k in gate.pool_types]
     return gate._keep(torch.sigmoid(_mlp_on_pools(gate, pools)).view(*x.shape[:2], 1, 1))  # (B, C, 1, 1)
@@ -104,6 +104,14 @@ def _infer(cbam, x: torch.Tensor) -> torch.Tensor:
     return _scale_(x * _infer_mc(channel, x), spatial_operand(_infer_ms(spatial, x), x))
 
 
+def _hw_mean(x: torch.Tensor) -> torch.Tensor:
+    """The mean over H, W (B, C). On channels_last maps an avg_pool2d over the whole map: the same values as
+    adaptive_avg_pool2d (bit for bit there), without its full-size float32 copy of a bfloat16 map (x1.5-2.6)."""
+    if _is_channels_last(x):
+        return F.avg_pool2d(x, x.shape[2:]).flatten(1)
+    return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
 def _is_channels_last(x: torch.Tensor) -> bool:
     return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
@@ -119,7 +127,7 @@ def _hw_pools(x: torch.Tensor, pool_types):
     pools, index = {}, None
     for kind in pool_types:
         if kind == "avg":
-            pools[kind] = F.adaptive_avg_pool2d(x, 1).flatten(1)
+            pools[kind] = _hw_mean(x)
         else:
             value, index = F.adaptive_max_pool2d(x, 1, return_indices=True)
             pools[kind], index = value.flatten(1), index.flatten(1)

@@ -51,20 +51,16 @@ def _shift_sum(y: torch.Tensor) -> torch.Tensor:
 
 
 def _shift_spread(g: torch.Tensor, k: int) -> torch.Tensor:
-    """The adjoint of `_shift_sum`: (B, H, W) -> (B, H, k, W) with out[:, h + i - k//2, i] = g[:, h]."""
+    """The adjoint of `_shift_sum`: (B, H, W) -> (B, H, k, W) with out[:, h + i - k//2, i] = g[:, h].
+
+    out[b, r, i, w] = g[b, r - i + k//2, w] (zero outside the image) is, on g padded by k//2 rows on both
+    sides, gp[b, r + (k - 1 - i), w]: an unfold of k rows, reversed along the kernel axis."""
     b, height, width = g.shape
     p = k // 2
-    out = g.new_empty(b, height, k, width)
-    for i in range(k):
-        d = i - p
-        lo, hi = max(0, -d), height - max(0, d)  # output rows h in [lo, hi) read input row h + d
-        if hi <= lo:
-            out[:, :, i] = 0
-            continue
-        out[:, lo + d:hi + d, i] = g[:, lo:hi]
-        out[:, :lo + d, i] = 0
-        out[:, hi + d:, i] = 0
-    return out
+    gp = g.new_zeros(b, height + 2 * p, width)
+    gp[:, p:p + height] = g
+    windows = gp.unfold(1, k, 1)  # (B, H, W, k): windows[b, r, w, j] = gp[b, r + j, w]
+    return windows.flip(3).permute(0, 1, 3, 2).contiguous()
 
 
 class _RowConv(torch.autograd.Function):
