@@ -71,3 +71,10 @@ def test_digits_comparison_with_ten_seeds():
     cfg, spec = load_compare_config(ROOT / "compare_digits_seeds.yaml")
     assert spec.variants == THREE and spec.seeds == list(range(10)) and cfg.data.name == "digits"
     assert diff_configs(cfg, load_config(ROOT / "digits_quick.yaml")) == []  # the full quick digits recipe
+
+
+def test_resnet56_pair_is_the_converged_recipe():
+    cfg, spec = load_compare_config(ROOT / "compare_fashion_mnist_resnet56.yaml")
+    converged, _ = load_compare_config(ROOT / "compare_fashion_mnist_converged.yaml")
+    assert spec.variants == ["resnet56", "resnet56_cbam"] and len(spec.seeds) >= 3
+    assert diff_configs(cfg, converged) == []  # the same recipe; only the compared variants differ
