@@ -5,6 +5,7 @@ import io
 import math
 import re
 
+import numpy as np
 import pytest
 
 from cbamlab.cli import main
@@ -96,10 +97,30 @@ def test_figures_are_real_images(tmp_path):
     write_comparison(tmp_path)
     (group,) = group_runs(find_runs(tmp_path))
     for png in (plots.accuracy_curves(group), plots.loss_curves(group), plots.lr_schedule(group),
-                plots.per_class_accuracy(group, "resnet20_cbam", "resnet20"), plots.confusion_matrices(group)):
+                plots.accuracy_vs_minutes(group), plots.per_class_accuracy(group, "resnet20_cbam", "resnet20"), plots.confusion_matrices(group)):
         img = mpimg.imread(io.BytesIO(png), format="png")
         assert img.shape[0] > 300 and img.shape[1] > 500
         assert img[..., :3].std() > 0.05  # something is drawn, not a blank canvas
+
+
+def test_accuracy_against_minutes_sums_each_runs_epoch_times(tmp_path):
+    write_comparison(tmp_path, epochs=3)
+    for run in find_runs(tmp_path):  # the CBAM runs take twice as long per epoch, seed k adds k seconds
+        slow = 2.0 if run.path.parts[-2] == "resnet20_cbam" else 1.0
+        seed = int(run.path.name[len("seed"):])
+        rundir.write_metrics(run.path, [{**r, "epoch_time_s": 60.0 * slow + seed} for r in run.metrics])
+    (group,) = group_runs(find_runs(tmp_path))
+    minutes, accuracy, n = plots.minutes_and_accuracy(group, "resnet20_cbam")
+    assert n == 3
+    np.testing.assert_allclose(minutes, [(120 + 1) / 60, 2 * 121 / 60, 3 * 121 / 60])  # mean seed adds 1 s
+    np.testing.assert_allclose(accuracy, [100 * sum(CBAM) / 3 * e / 3 for e in (1, 2, 3)], rtol=1e-5)  # csv: 6 digits
+    minutes, _, _ = plots.minutes_and_accuracy(group, "resnet20")
+    np.testing.assert_allclose(minutes, [61 / 60, 122 / 60, 183 / 60])
+    for run in find_runs(tmp_path):  # no epoch times recorded: no curve, and the figure says so
+        rundir.write_metrics(run.path, [{**r, "epoch_time_s": None} for r in run.metrics])
+    (group,) = group_runs(find_runs(tmp_path))
+    assert plots.minutes_and_accuracy(group, "resnet20") is None
+    assert plots.accuracy_vs_minutes(group)[:4] == b"\x89PNG"
 
 
 def test_validation_only_runs_plot_validation(tmp_path):

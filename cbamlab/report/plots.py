@@ -1,7 +1,7 @@
 """Figures for a comparison group, as PNG bytes (matplotlib, Agg backend: no display needed).
 
 Accuracy-per-epoch curves as in the CBAM paper's training plots (mean over seeds with a ± 1 std band), loss
-curves, the learning-rate schedule, per-class accuracy of each attention variant against its baseline, and
+curves, the learning-rate schedule, accuracy against training minutes, per-class accuracy of each attention variant against its baseline, and
 confusion matrices. Every axis is labelled and every figure that shows several variants has a legend.
 """
 from __future__ import annotations
@@ -120,6 +120,45 @@ def accuracy_curves(group: Group) -> bytes:
     split = held_out.split("_")[0]
     return _curves(group, [("train_top1", "train top-1"), (held_out, f"{split} top-1")],
                    "top-1 accuracy (%)", 100.0, "Accuracy per epoch")
+
+
+def minutes_and_accuracy(group: Group, variant: str) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(training minutes at the end of each epoch, held-out top-1 % at that epoch, n), both the mean over the
+    variant's seeds, over the epochs every seed has; None when epoch times or the held-out top-1 are missing.
+    The minutes are each run's summed `epoch_time_s`: the training passes only (evaluation not counted)."""
+    runs = [group.runs[variant][s] for s in group.seeds(variant)]
+    times, top1 = _stack(runs, "epoch_time_s"), _stack(runs, _test_or_val(group, "top1"))
+    if times is None or top1 is None or np.isnan(times[1]).any():
+        return None
+    length = min(times[1].shape[1], top1[1].shape[1])
+    with np.errstate(invalid="ignore"):
+        minutes = np.cumsum(times[1][:, :length], axis=1).mean(axis=0) / 60
+        accuracy = 100 * np.nanmean(top1[1][:, :length], axis=0)
+    return minutes, accuracy, len(runs)
+
+
+def accuracy_vs_minutes(group: Group) -> bytes:
+    """Held-out top-1 against training wall-clock minutes (mean over seeds): what each variant buys per minute
+    of this machine, where the per-epoch curves hide that an attention epoch costs more."""
+    fig, ax = plt.subplots(figsize=(6.2, 4.4))
+    split = _test_or_val(group, "top1").split("_")[0]
+    drawn = False
+    for variant in group.variants:
+        curve = minutes_and_accuracy(group, variant)
+        if curve is None:
+            continue
+        minutes, accuracy, n = curve
+        ax.plot(minutes, accuracy, color=_color(group, variant), lw=2, marker="o", ms=3, label=f"{variant} (n = {n})")
+        drawn = True
+    ax.set_xlabel("training wall-clock minutes (mean over seeds)")
+    ax.set_ylabel(f"{split} top-1 accuracy (%)")
+    ax.set_xlim(left=0)
+    ax.set_title(f"Accuracy against training time ({group.dataset}; one marker per epoch)")
+    if drawn:
+        ax.legend(loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "epoch times not recorded", ha="center", va="center", transform=ax.transAxes)
+    return _png(fig)
 
 
 def loss_curves(group: Group) -> bytes:

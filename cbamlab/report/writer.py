@@ -73,7 +73,9 @@ def _figures(group: Group, slug: str) -> list[Figure]:
     figs = [Figure(f"{slug}-accuracy.png", "Top-1 accuracy per epoch, train and held-out, for each variant.",
                    plots.accuracy_curves(group)),
             Figure(f"{slug}-loss.png", "Cross-entropy loss per epoch, train and held-out.", plots.loss_curves(group)),
-            Figure(f"{slug}-lr.png", "Learning rate per epoch.", plots.lr_schedule(group))]
+            Figure(f"{slug}-lr.png", "Learning rate per epoch.", plots.lr_schedule(group)),
+            Figure(f"{slug}-minutes.png", "Held-out top-1 against training wall-clock minutes (this machine).",
+                   plots.accuracy_vs_minutes(group))]
     for variant in group.variants:
         baseline = group.baseline_for(variant)
         if baseline is not None:
