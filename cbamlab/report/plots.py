@@ -75,6 +75,14 @@ def _band(ax, group: Group, variant: str, name: str, scale: float = 1.0, label_s
     return True
 
 
+def _legend_or_note(ax, drawn: bool, note: str, loc: str = "best") -> None:
+    """A legend when something was drawn, else `note` in the middle of the empty axes."""
+    if drawn:
+        ax.legend(loc=loc)
+    else:
+        ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes)
+
+
 def _test_or_val(group: Group, kind: str) -> str:
     """'test_<kind>' when the runs measured the test split every epoch, else 'val_<kind>'."""
     run = next(iter(next(iter(group.runs.values())).values()))
@@ -106,10 +114,7 @@ def _curves(group: Group, metrics: list[tuple[str, str]], ylabel: str, scale: fl
             label += " (log scale)"
             ax.set_title(label)
         ax.set_ylabel(ylabel)
-        if any(drawn):
-            ax.legend(loc="best")
-        else:
-            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+        _legend_or_note(ax, any(drawn), "not measured")
     fig.suptitle(f"{title} ({group.dataset}; line: mean over seeds, band: ± 1 std within the seeds' range)")
     return _png(fig)
 
@@ -154,10 +159,7 @@ def accuracy_vs_minutes(group: Group) -> bytes:
     ax.set_ylabel(f"{split} top-1 accuracy (%)")
     ax.set_xlim(left=0)
     ax.set_title(f"Accuracy against training time ({group.dataset}; one marker per epoch)")
-    if drawn:
-        ax.legend(loc="lower right")
-    else:
-        ax.text(0.5, 0.5, "epoch times not recorded", ha="center", va="center", transform=ax.transAxes)
+    _legend_or_note(ax, drawn, "epoch times not recorded", loc="lower right")
     return _png(fig)
 
 
@@ -192,10 +194,7 @@ def lr_schedule(group: Group) -> bytes:
     ax.set_ylabel("learning rate")
     ax.set_ylim(bottom=0)
     ax.set_title(f"Learning-rate schedule ({group.dataset})")
-    if curves:
-        ax.legend(loc="best")
-    else:
-        ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
+    _legend_or_note(ax, bool(curves), "not recorded")
     return _png(fig)
 
 
