@@ -163,6 +163,14 @@ def torch_load_safe(path, map_location="cpu", *, mmap: bool = False) -> Any:
         raise CheckpointError(f"{path}: not a readable torch file ({first})") from None
 
 
+def too_large(path, error: Exception) -> DataError:
+    """The one error for an image over MAX_IMAGE_PIXELS, from PIL's DecompressionBombError (or ours, worded alike)."""
+    pixels = re.search(r"\((\d+) pixels\)", str(error))
+    size = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+    return DataError(f"{path}: {size}, over the image size limit of {MAX_IMAGE_PIXELS:,} pixels "
+                     "(a guard against decompression bombs); downscale it first")
+
+
 @contextlib.contextmanager
 def image_size_guard(path):
     """Open images of `path` inside this block under the stated size limits: over MAX_IMAGE_PIXELS a DataError
@@ -175,10 +183,7 @@ def image_size_guard(path):
             try:
                 yield
             except Image.DecompressionBombError as e:
-                pixels = re.search(r"\((\d+) pixels\)", str(e))
-                size = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
-                raise DataError(f"{path}: {size}, over the image size limit of {MAX_IMAGE_PIXELS:,} pixels "
-                                "(a guard against decompression bombs); downscale it first") from None
+                raise too_large(path, e) from None
     finally:
         Image.MAX_IMAGE_PIXELS = before
     for w in caught:

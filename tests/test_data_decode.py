@@ -1,12 +1,16 @@
 """Decoding image files: torchvision's decode_jpeg gives PIL's pixels, every mode becomes RGB, a whole split decodes
 the same in parallel as serially, RandomResizedCrop boxes stay inside the image."""
+import io
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from cbamlab.data.augment import resized_crop_box
-from cbamlab.data.decode import _JPEG_MAGIC, decode_split, read_image
+from cbamlab.data.decode import _JPEG_MAGIC, DECODERS, _check_jpeg_size, decode_split, jpeg_size, read_image
+from cbamlab.data.preprocess import Preprocess, read_file
+from cbamlab.errors import DataError
 
 
 def textured(h=37, w=53, seed=0):
@@ -80,3 +84,50 @@ def test_resized_crop_box_inside_the_image_reproducible_and_spread():
     # a scale no box can reach within the aspect ratios: torchvision's fallback, the central crop
     assert resized_crop_box(10, 100, (1.0, 1.0), gen) == (0, 43, 10, 13)
 
+
+
+def _jpeg_bytes(mode="RGB", **options) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(textured(21, 34)).convert(mode).save(buf, "JPEG", **options)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode,options", [("RGB", {}), ("RGB", {"progressive": True}), ("L", {}), ("CMYK", {}),
+                                          ("RGB", {"exif": Image.Exif()}), ("RGB", {"comment": b"x" * 300})])
+def test_jpeg_size_reads_the_header_as_pil_does(mode, options):
+    data = _jpeg_bytes(mode, **options)
+    with Image.open(io.BytesIO(data)) as im:
+        assert jpeg_size(data) == im.size == (34, 21)
+
+
+def test_jpeg_size_of_a_truncated_or_foreign_file_is_unknown():
+    data = _jpeg_bytes()
+    assert jpeg_size(data[:20]) is None and jpeg_size(b"\xff\xd8\xff") is None and jpeg_size(b"GIF89a....") is None
+
+
+def _claiming(width, height) -> bytearray:
+    """A real small JPEG whose frame header claims another size (a decompression bomb's header, without its data)."""
+    data = bytearray(_jpeg_bytes())
+    i = 2
+    while data[i + 1] not in (0xC0, 0xC2):
+        i += 2 + ((data[i + 2] << 8) | data[i + 3])
+    data[i + 5:i + 9] = bytes([height >> 8, height & 255, width >> 8, width & 255])
+    return data
+
+
+def test_an_oversized_jpeg_is_refused_before_decoding_by_every_path(tmp_path):
+    bomb = tmp_path / "bomb.jpg"
+    bomb.write_bytes(_claiming(20_000, 20_000))  # 400 M pixels: over MAX_IMAGE_PIXELS (179 M)
+    ok = tmp_path / "ok.jpg"
+    ok.write_bytes(_jpeg_bytes())
+    for decoder in DECODERS:  # decode_jpeg has no limit of its own; PIL has: both refuse it alike
+        with pytest.raises(Image.DecompressionBombError, match="400000000 pixels"):
+            read_image(bomb, decoder)
+    split, bad = decode_split([(str(ok), 0), (str(bomb), 1)], lambda img: img[:, :8, :8], (8, 8), workers=0)
+    assert split.labels.tolist() == [0] and bad == [(str(bomb), bad[0][1])]
+    assert bad[0][1].startswith("DecompressionBombError")
+    with pytest.raises(DataError, match=r"bomb.jpg: 400,000,000 pixels, over the image size limit of 178,956,970"):
+        read_file(bomb, Preprocess(3, (8, 8), None, (0.5,) * 3, (0.5,) * 3))
+    under = _claiming(16_000, 10_000)  # 160 M pixels: under the limit, so the header check lets it through
+    assert jpeg_size(under) == (16_000, 10_000)
+    _check_jpeg_size(under)

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from .._io import MAX_IMAGE_PIXELS
 from .memory import single_thread
 from .types import TensorSplit
 
@@ -35,12 +36,50 @@ def _read_bytes(path) -> bytearray:
     return buf
 
 
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
+_STANDALONE = frozenset([0x01, *range(0xD0, 0xD9)])  # TEM, RSTn, SOI: no length field
+
+
+def jpeg_size(data) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's start-of-frame header, read without decoding; None where the header does not
+    say (a truncated or odd file: the decoder then reports it)."""
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _STANDALONE:
+            i += 2
+            continue
+        if marker in _SOF:
+            if i + 9 > n:
+                return None
+            height, width = (data[i + 5] << 8) | data[i + 6], (data[i + 7] << 8) | data[i + 8]
+            return (width, height) if width and height else None
+        i += 2 + ((data[i + 2] << 8) | data[i + 3])
+    return None
+
+
+def _check_jpeg_size(data) -> None:
+    """PIL refuses an image over its pixel limit before decoding it; decode_jpeg has no limit, so the same guard
+    (and PIL's error, with its wording) is applied here from the header."""
+    size = jpeg_size(data)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise Image.DecompressionBombError(f"Image size ({size[0] * size[1]} pixels) exceeds limit of "
+                                           f"{MAX_IMAGE_PIXELS} pixels, could be decompression bomb DOS attack.")
+
+
 def read_image(path, decoder: str = DEFAULT_DECODER) -> torch.Tensor:
-    """The RGB pixels of an image file: uint8 (3, H, W). Grey, palette, CMYK and alpha images are converted."""
+    """The RGB pixels of an image file: uint8 (3, H, W). Grey, palette, CMYK and alpha images are converted. An
+    image of more than MAX_IMAGE_PIXELS pixels raises PIL's DecompressionBombError, whichever decoder reads it."""
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; known: {', '.join(DECODERS)}")
     data = _read_bytes(path)
     if decoder == "torchvision" and data[:3] == _JPEG_MAGIC:
+        _check_jpeg_size(data)
         return decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)
     with Image.open(BytesIO(data)) as im:
         rgb = np.asarray(im.convert("RGB"))  # (H, W, 3)

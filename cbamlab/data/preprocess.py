@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .._io import too_large
 from ..errors import CbamlabError, DataError
 from .augment import normalize_batch
 from .decode import DEFAULT_DECODER
@@ -87,5 +88,7 @@ def read_file(path, p: Preprocess, decoder: str = DEFAULT_DECODER) -> torch.Tens
         with Image.open(path) as im:
             grey = np.asarray(im.convert("L"))  # (H, W)
         return torch.from_numpy(grey.copy()).unsqueeze(0)
+    except Image.DecompressionBombError as e:
+        raise too_large(path, e) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, RuntimeError) as e:  # RuntimeError: libjpeg
         raise DataError(f"{path}: not a readable PNG or JPEG image ({type(e).__name__})") from None
