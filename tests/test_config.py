@@ -40,6 +40,7 @@ def test_overrides_are_typed():
     ("optim.lr=0", ["optim.lr", "> 0"]),
     ("optim.lr=-0.1", ["optim.lr", "> 0"]),
     ("train.epochs=0", ["train.epochs", ">= 1"]),
+    ("eval.every=0", ["eval.every", ">= 1", "last is always"]),
     ("train.batch_size=-4", ["train.batch_size", ">= 1"]),
     ("data.val_fraction=1.5", ["data.val_fraction"]),
     ("optim.momentum=1.0", ["optim.momentum"]),

@@ -113,6 +113,21 @@ def test_eval_test_false_never_loads_the_test_split(tmp_path, monkeypatch):
     assert seen[0][0] == 1 and seen[0][1]["test_top1"] is None and seen[0][1]["val_top1"] == s["top1"]
 
 
+def test_eval_every_evaluates_some_epochs_and_the_last_and_trains_the_same(tmp_path, monkeypatch):
+    calls = []
+    real = fitmod.evaluate
+    monkeypatch.setattr(fitmod, "evaluate", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    base = ["train.epochs=3", "train.batch_size=128", "model.name=resnet20", "train.threads=1"]
+    every = fit(load_config(None, [*base, "eval.every=2"]), tmp_path / "every2")
+    assert len(calls) == 2  # epochs 2 and 3 (the last), test split only
+    rows = read_metrics(tmp_path / "every2")
+    assert [r["test_top1"] is not None for r in rows] == [False, True, True]
+    assert every["best"]["epoch"] in (2, 3) and every["top1"] == pytest.approx(rows[-1]["test_top1"], abs=1e-6)
+    each = fit(load_config(None, base), tmp_path / "every1")  # evaluation changes nothing that trains
+    assert each["top1"] == every["top1"] and len(calls) == 5
+    assert [r["train_loss"] for r in read_metrics(tmp_path / "every1")] == [r["train_loss"] for r in rows]
+
+
 def test_on_epoch_exception_propagates_after_the_checkpoint(tmp_path):
     class Prune(Exception):
         pass

@@ -116,6 +116,13 @@ def test_accuracy_against_minutes_sums_each_runs_epoch_times(tmp_path):
     np.testing.assert_allclose(accuracy, [100 * sum(CBAM) / 3 * e / 3 for e in (1, 2, 3)], rtol=1e-5)  # csv: 6 digits
     minutes, _, _ = plots.minutes_and_accuracy(group, "resnet20")
     np.testing.assert_allclose(minutes, [61 / 60, 122 / 60, 183 / 60])
+    for run in find_runs(tmp_path):  # evaluated every 2nd epoch and the last (eval.every=2): those epochs only
+        rundir.write_metrics(run.path, [{**r, "test_top1": r["test_top1"] if r["epoch"] != 1 else None}
+                                        for r in run.metrics])
+    (group,) = group_runs(find_runs(tmp_path))
+    minutes, accuracy, _ = plots.minutes_and_accuracy(group, "resnet20")
+    np.testing.assert_allclose(minutes, [122 / 60, 183 / 60])
+    assert accuracy.shape == (2,) and plots.accuracy_curves(group)[:4] == b"\x89PNG"
     for run in find_runs(tmp_path):  # no epoch times recorded: no curve, and the figure says so
         rundir.write_metrics(run.path, [{**r, "epoch_time_s": None} for r in run.metrics])
     (group,) = group_runs(find_runs(tmp_path))

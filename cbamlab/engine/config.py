@@ -123,6 +123,7 @@ class ScheduleConfig:
 @dataclass
 class EvalConfig:
     tta: str = "none"                  # none | hflip: average the softmax of each image and its mirror image
+    every: int = 1                     # evaluate the held-out splits every N epochs; the last epoch always
 
 
 @dataclass
@@ -430,6 +431,8 @@ def validate(cfg: Config) -> Config:
     _check(t.threads >= 0, "train.threads", "must be >= 0 (0: automatic)", t.threads)
     _check(0 < t.ema_decay < 1, "train.ema_decay", "must be in (0, 1)", t.ema_decay)
     _choice("eval.tta", cfg.eval.tta, TTA)
+    _check(cfg.eval.every >= 1, "eval.every", "must be >= 1 (epochs between evaluations; the last is always "
+           "evaluated)", cfg.eval.every)
     _choice("optim.name", o.name, OPTIMIZERS)
     _check(0 < o.lr <= MAX_LR, "optim.lr", f"must be > 0 and <= {MAX_LR:g}", o.lr)
     _check(0.0 <= o.momentum < 1.0, "optim.momentum", "must be in [0, 1)", o.momentum)

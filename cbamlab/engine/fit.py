@@ -157,14 +157,14 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
                                       desc=f"epoch {epoch}/{cfg.train.epochs}", ema=ema, **common)
         last = epoch == cfg.train.epochs
         evals = {}
-        for split in ("val", "test"):
+        for split in ("val", "test") if last or epoch % cfg.eval.every == 0 else ():  # eval.every: some epochs
             loader = getattr(loaders, split)
             if loader is not None:
                 n_cls = info.num_classes if last and split == eval_split else None
                 evals[split] = evaluate(eval_model, loader, num_classes=n_cls, **eval_opts)
         final = evals.get(eval_split)
         row = _row(epoch, train, evals.get("val"), evals.get("test"))
-        is_best = row[best_key] > state["best"]["value"]
+        is_best = row[best_key] is not None and row[best_key] > state["best"]["value"]
         if is_best:
             tops = ("val_top1", "val_top5", "test_top1", "test_top5")
             state["best"] = {"epoch": epoch, "metric": best_key, "value": row[best_key],

@@ -6,8 +6,10 @@ confusion matrices. Every axis is labelled and every figure that shows several v
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import warnings
 
 import matplotlib
 
@@ -55,6 +57,14 @@ def _stack(runs: list[Run], name: str) -> tuple[np.ndarray, np.ndarray] | None:
     return epochs, np.stack([c[:length] for c in cols])
 
 
+@contextlib.contextmanager
+def _nan_quiet():
+    """numpy's nan-means without their warnings: an epoch no seed evaluated (eval.every) is NaN, then left out."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
 def _band(ax, group: Group, variant: str, name: str, scale: float = 1.0, label_suffix: str = "") -> bool:
     runs = [group.runs[variant][s] for s in group.seeds(variant)]
     stacked = _stack(runs, name)
@@ -62,9 +72,14 @@ def _band(ax, group: Group, variant: str, name: str, scale: float = 1.0, label_s
         return False
     epochs, values = stacked
     values = values * scale
-    with np.errstate(invalid="ignore"):
+    with _nan_quiet():
         mean = np.nanmean(values, axis=0)
         std = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else None
+    keep = np.isfinite(mean)  # epochs not evaluated (eval.every > 1) are left out, not drawn as gaps
+    if not keep.any():
+        return False
+    epochs, mean, values = epochs[keep], mean[keep], values[:, keep]
+    std = std[keep] if std is not None else None
     color = _color(group, variant)
     ax.plot(epochs, mean, color=color, lw=2, marker="o", ms=3,
             label=f"{variant}{label_suffix} (n = {values.shape[0]})")
@@ -136,10 +151,11 @@ def minutes_and_accuracy(group: Group, variant: str) -> tuple[np.ndarray, np.nda
     if times is None or top1 is None or np.isnan(times[1]).any():
         return None
     length = min(times[1].shape[1], top1[1].shape[1])
-    with np.errstate(invalid="ignore"):
+    with _nan_quiet():
         minutes = np.cumsum(times[1][:, :length], axis=1).mean(axis=0) / 60
         accuracy = 100 * np.nanmean(top1[1][:, :length], axis=0)
-    return minutes, accuracy, len(runs)
+    keep = np.isfinite(accuracy)  # the evaluated epochs (eval.every)
+    return (minutes[keep], accuracy[keep], len(runs)) if keep.any() else None
 
 
 def accuracy_vs_minutes(group: Group) -> bytes:
