@@ -80,7 +80,7 @@ def test_run_records_it_and_eval_honours_or_overrides_it(tmp_path, capsys):
     out = tmp_path / "r"
     s = fit(load_config(None, ["train.epochs=1", "train.batch_size=128", "model.name=resnet20", "train.threads=1",
                                "eval.tta=hflip"]), out)
-    assert config_to_dict(load_config(out / "config.yaml"))["eval"] == {"tta": "hflip"}
+    assert config_to_dict(load_config(out / "config.yaml"))["eval"] == {"tta": "hflip", "every": 1}
     assert main(["eval", "--run", str(out), "-q"]) == 0
     assert _top1(capsys.readouterr().out) == round(s["top1"], 6)
     loaded = load_run(out)
