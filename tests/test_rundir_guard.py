@@ -24,7 +24,9 @@ from cbamlab.engine.claim import claim_path
 from cbamlab.engine.config import config_to_dict, result_hash
 from cbamlab.engine.provenance import code_version
 
-_fork = multiprocessing.get_context("fork")
+# Fresh interpreters, not forks: a child forked from this process (which has trained with a thread pool in
+# earlier tests) can hang in its first parallel region, and that was seen once under load.
+_spawn = multiprocessing.get_context("spawn")
 TINY = ["model.name=resnet20", "train.batch_size=256", "train.threads=1", "train.progress=false"]
 SETS = [a for kv in TINY for a in ("--set", kv)]
 
@@ -79,7 +81,7 @@ def finished(templates, tmp_path):
 # ------------------------------------------------------------------------------------------ two processes, one --out
 
 def _train_child(out, seed, start, results, pad_s):
-    """In a forked child: wait for `start`, then `cbamlab train --out OUT --set seed=SEED`; report what happened.
+    """In a child process: wait for `start`, then `cbamlab train --out OUT --set seed=SEED`; report what happened.
     `pad_s` slows each epoch so that this run is surely still training when the other process arrives."""
     start.wait()
     if pad_s:
@@ -100,9 +102,9 @@ def _train_child(out, seed, start, results, pad_s):
 @pytest.mark.slow
 @pytest.mark.parametrize("apart_s", [0.0, 1.0])
 def test_two_trains_on_one_out_one_trains_the_other_is_refused(tmp_path, apart_s):
-    out, results = tmp_path / "run", _fork.Queue()
-    starts = [_fork.Event(), _fork.Event()]
-    procs = [_fork.Process(target=_train_child, args=(out, seed, starts[i], results, 0.5 if apart_s else 0))
+    out, results = tmp_path / "run", _spawn.Queue()
+    starts = [_spawn.Event(), _spawn.Event()]
+    procs = [_spawn.Process(target=_train_child, args=(out, seed, starts[i], results, 0.5 if apart_s else 0))
              for i, seed in enumerate((1, 2))]
     for p in procs:
         p.start()
@@ -225,7 +227,7 @@ def test_a_folder_holding_only_a_stale_temp_file_starts_fresh(tmp_path, capsys):
 
 
 def _train_until_killed(out):
-    """In a forked child: a 3-epoch run, each epoch padded by 1 s so that SIGTERM lands in the second."""
+    """In a child process: a 3-epoch run, each epoch padded by 1 s so that SIGTERM lands in the second."""
     fitmod = sys.modules["cbamlab.engine.fit"]
     train = fitmod.train_one_epoch
 
@@ -243,7 +245,7 @@ def _train_until_killed(out):
 @pytest.mark.slow
 def test_sigterm_unwinds_cleanly_and_the_run_resumes(tmp_path, capsys):
     out = tmp_path / "run"
-    proc = _fork.Process(target=_train_until_killed, args=(out,))
+    proc = _spawn.Process(target=_train_until_killed, args=(out,))
     proc.start()
     deadline = time.time() + 120
     while not (out / rundir.METRICS).is_file() and time.time() < deadline:  # after the first epoch

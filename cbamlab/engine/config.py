@@ -20,7 +20,7 @@ import yaml
 
 from ..data.loaders import MEMORY_BUDGET_GB
 from ..data.registry import check_val_fraction
-from ..errors import ConfigError, suggest
+from ..errors import CbamlabError, ConfigError, suggest
 from ..models import model_info
 from ..models.options import ARRANGEMENTS, ATTN_IMPLS
 
@@ -216,6 +216,16 @@ def _section_from_dict(name: str, cls, d: Any):
         if elem:
             kw[k] = [_coerce(f"{name}.{k}[{i}]", x, elem[0]) for i, x in enumerate(kw[k])]
     return cls(**kw)
+
+
+def with_defaults(d: dict) -> dict:
+    """A recorded config mapping with this version's defaults for keys added since (as config.yaml is read back),
+    so an older run or study is compared key for key; as recorded when this version cannot read it (a key since
+    removed, a value since refused)."""
+    try:
+        return config_to_dict(config_from_dict(d))
+    except CbamlabError:
+        return d
 
 
 def config_from_dict(d: dict | None) -> Config:

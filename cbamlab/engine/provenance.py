@@ -15,8 +15,8 @@ import subprocess
 from pathlib import Path
 
 from .. import __version__, _io
-from ..errors import CbamlabError, CheckpointError
-from .config import Config, config_from_dict, config_to_dict, result_differences, result_hash
+from ..errors import CheckpointError
+from .config import Config, config_to_dict, result_differences, result_hash, with_defaults
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +52,6 @@ def read_record(state_path) -> dict | None:
     return {k: state.get(k) for k in ("config", "config_hash", "code_version", "epoch")}
 
 
-def _normalised(d: dict) -> dict:
-    """A recorded config with this version's defaults for keys added since (as config.yaml is read back); as
-    recorded when this version cannot read it (a key since removed)."""
-    try:
-        return config_to_dict(config_from_dict(d))
-    except CbamlabError:
-        return d
-
-
 def _value(d: dict, key: str):
     for part in key.split("."):
         d = d.get(part) if isinstance(d, dict) else None
@@ -85,7 +76,7 @@ def resume_refusal(run_dir, on_disk: Config, cfg: Config, recorded: dict | None,
                  run_dir, config_name)
         return None
     if recorded.get("config_hash") != result_hash(cfg):
-        trained = _normalised(recorded["config"])
+        trained = with_defaults(recorded["config"])
         changed = result_differences(trained, want)
         if changed:
             return (f"cannot resume {run_dir}: {', '.join(changed)} differ from the config its checkpoint was "

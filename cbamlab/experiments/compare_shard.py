@@ -30,7 +30,7 @@ import torch
 
 from .. import _io, engine  # engine.fit is looked up at call time (tests stand in for it)
 from ..engine.claim import RunDirInUse, claim_run_dir
-from ..engine.config import config_to_dict, result_differences
+from ..engine.config import config_to_dict, result_differences, with_defaults
 from ..engine.rundir import CONFIG, is_complete, read_summary
 from ..engine.runtime import available_cores
 from ..errors import CbamlabError, ConfigError
@@ -76,7 +76,8 @@ def check_study(out_dir, base_cfg, grid: dict, *, sharded: bool) -> None:
     if record is None:
         record = _record_once(path, {"recipe": recipe, **grid})
     ignore = _PER_RUN | ({"data.name"} if grid["datasets"] or record.get("datasets") else set())
-    changed = [k for k in result_differences(record["recipe"], recipe) if k not in ignore]
+    recorded = with_defaults(record["recipe"])  # keys added since take their defaults, as in the runs' configs
+    changed = [k for k in result_differences(recorded, recipe) if k not in ignore]
     if changed:
         raise CbamlabError(f"{out_dir} is a comparison started with another config ({', '.join(changed)} differ): "
                            "give every shard the same --config and --set, or use another --out")

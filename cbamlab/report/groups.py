@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..engine.config import config_from_dict, config_to_dict, result_differences, result_part
+from ..engine.config import result_differences, result_part, with_defaults
 from ..engine.rundir import Run, find_runs
-from ..errors import CbamlabError, ConfigError
+from ..errors import CbamlabError
 from ..models import model_info
 from ..models.options import ATTN_OPTIONS
 
@@ -72,18 +72,9 @@ def plain_twin(model: str) -> str:
         return model
 
 
-def resolved(config: dict) -> dict:
-    """A run's config mapping with every default filled in, so that a key added to cbamlab after the run was
-    written does not set it apart; a config this version cannot read is taken as written."""
-    try:
-        return config_to_dict(config_from_dict(config))
-    except ConfigError:
-        return config
-
-
 def recipe_of(config: dict) -> dict:
     """The result part of a config mapping minus the seed, the model name and the attention options."""
-    recipe = result_part(resolved(config))
+    recipe = result_part(with_defaults(config))
     recipe.pop("seed", None)
     if isinstance(recipe.get("model"), dict):
         recipe["model"] = {k: v for k, v in recipe["model"].items() if k != "name" and k not in ATTN_OPTIONS}
@@ -115,7 +106,7 @@ def _varying_options(runs: list[Run]) -> list[str]:
     """The model options in which runs of one model and recipe differ (by the rule of `result_differences`)."""
     keys: set[str] = set()
     for run in runs[1:]:
-        diff = result_differences(resolved(runs[0].config), resolved(run.config))
+        diff = result_differences(with_defaults(runs[0].config), with_defaults(run.config))
         keys |= {k.split(".", 1)[1] for k in diff if k.startswith("model.")}
     return [k for k in ATTN_OPTIONS if k in keys]
 
