@@ -49,7 +49,10 @@ def test_its_tuning_config_is_the_same_recipe_with_a_validation_split():
     best = load_config(ROOT / "fashion_mnist_best.yaml")
     raw = read_yaml(ROOT / "tune_fashion_mnist_best.yaml")
     base, settings = tune.prepare(raw)
-    assert diff_configs(best, load_config(base)) == ["data.val_fraction", "train.eval_test"]  # epochs held fixed
+    # epochs held fixed; the search scores the validation split every epoch (the pruner reads it), the recipe
+    # reads the test split once, after the last epoch
+    assert diff_configs(best, load_config(base)) == ["data.val_fraction", "train.eval_test", "eval.every"]
+    assert load_config(base).eval.every == 1 and best.eval.every == best.train.epochs
     assert base["data"]["val_fraction"] == 0.1
     assert set(settings.space.dists) == {"optim.lr", "optim.weight_decay", "train.label_smoothing", "model.width"}
     final = tune.final_config(base, settings, {"optim.lr": 0.05, "optim.weight_decay": 1e-4,
