@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import cbamlab
 from cbamlab.engine import checkpoint as ckpt
-from cbamlab.engine import fit, load_config
+from cbamlab.engine import fit, load_config, provenance
 from cbamlab.engine.build import build_model
 from cbamlab.engine.config import diff_configs
 from cbamlab.engine.loop import DivergedError
@@ -58,6 +59,7 @@ def test_run_directory_contents(finished):
     assert s["params"] > 0 and s["macs"] > 0 and s["torch_version"] == torch.__version__
     env = json.loads((out / "env.json").read_text())
     assert {"python", "torch", "platform", "cpu", "threads", "device"} <= set(env)
+    assert env["code"] == provenance.code_version() and env["code"]["cbamlab"] == cbamlab.__version__
     state = torch.load(out / "checkpoints" / "last.state.pt", weights_only=True)
     assert state["epoch"] == 2 and len(state["history"]) == 2
     weights, meta = ckpt.load_weights(out / "checkpoints" / "last.safetensors")

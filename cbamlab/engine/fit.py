@@ -136,7 +136,8 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
         rundir.write_config(out, cfg)
     if main:
         rundir.write_env(out, {**env_info(device), "world_size": dist.world if dist else 1,
-                               "precision": precision.as_dict()})
+                               "precision": precision.as_dict(),
+                               "code": provenance.code_version()})  # the commit the run's numbers came from
 
     net = torch.compile(model) if cfg.train.compile else model
     if dist is not None:
