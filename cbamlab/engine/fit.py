@@ -157,8 +157,9 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
                                       grad_clip=cfg.train.grad_clip, progress=cfg.train.progress,
                                       desc=f"epoch {epoch}/{cfg.train.epochs}", ema=ema, **common)
         last = epoch == cfg.train.epochs
+        evaluated = last or epoch % cfg.eval.every == 0
         evals = {}
-        for split in ("val", "test") if last or epoch % cfg.eval.every == 0 else ():  # eval.every: some epochs
+        for split in ("val", "test") if evaluated else ():
             loader = getattr(loaders, split)
             if loader is not None:
                 n_cls = info.num_classes if last and split == eval_split else None

@@ -1,8 +1,9 @@
 """Figures for a comparison group, as PNG bytes (matplotlib, Agg backend: no display needed).
 
 Accuracy-per-epoch curves as in the CBAM paper's training plots (mean over seeds with a ± 1 std band), loss
-curves, the learning-rate schedule, accuracy against training minutes, per-class accuracy of each attention variant against its baseline, and
-confusion matrices. Every axis is labelled and every figure that shows several variants has a legend.
+curves, the learning-rate schedule, accuracy against training minutes, per-class accuracy of each attention
+variant against its baseline, and confusion matrices. Every axis is labelled and every figure that shows several
+variants has a legend.
 """
 from __future__ import annotations
 
