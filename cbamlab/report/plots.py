@@ -27,11 +27,13 @@ plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.grid": True, "
                      "legend.fontsize": 10, "legend.framealpha": 0.85})
 
 
-def _color(group: Group, variant: str):
+def variant_color(group: Group, variant: str):
+    """The variant's colour, the same in every figure of the group."""
     return plt.get_cmap("tab10")(group.variants.index(variant) % 10)
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes; closes it."""
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=DPI)
@@ -81,7 +83,7 @@ def _band(ax, group: Group, variant: str, name: str, scale: float = 1.0, label_s
         return False
     epochs, mean, values = epochs[keep], mean[keep], values[:, keep]
     std = std[keep] if std is not None else None
-    color = _color(group, variant)
+    color = variant_color(group, variant)
     ax.plot(epochs, mean, color=color, lw=2, marker="o", ms=3,
             label=f"{variant}{label_suffix} (n = {values.shape[0]})")
     if std is not None:  # ± 1 std, kept within the seeds' own range (a loss band never dips below zero)
@@ -132,7 +134,7 @@ def _curves(group: Group, metrics: list[tuple[str, str]], ylabel: str, scale: fl
         ax.set_ylabel(ylabel)
         _legend_or_note(ax, any(drawn), "not measured")
     fig.suptitle(f"{title} ({group.dataset}; line: mean over seeds, band: ± 1 std within the seeds' range)")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def accuracy_curves(group: Group) -> bytes:
@@ -170,14 +172,15 @@ def accuracy_vs_minutes(group: Group) -> bytes:
         if curve is None:
             continue
         minutes, accuracy, n = curve
-        ax.plot(minutes, accuracy, color=_color(group, variant), lw=2, marker="o", ms=3, label=f"{variant} (n = {n})")
+        ax.plot(minutes, accuracy, color=variant_color(group, variant), lw=2, marker="o", ms=3,
+                label=f"{variant} (n = {n})")
         drawn = True
     ax.set_xlabel("training wall-clock minutes (mean over seeds)")
     ax.set_ylabel(f"{split} top-1 accuracy (%)")
     ax.set_xlim(left=0)
     ax.set_title(f"Accuracy against training time ({group.dataset}; one marker per epoch)")
     _legend_or_note(ax, drawn, "epoch times not recorded", loc="lower right")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def loss_curves(group: Group) -> bytes:
@@ -205,14 +208,14 @@ def lr_schedule(group: Group) -> bytes:
     if same:
         curves = [(f"all {len(curves)} variants (identical)", curves[0][1], curves[0][2])]
     for i, (label, epochs, lr) in enumerate(curves):
-        color = "black" if same else _color(group, label)
+        color = "black" if same else variant_color(group, label)
         ax.plot(epochs, lr, color=color, lw=2, ls=["-", "--", ":", "-."][i % 4], marker="o", ms=3, label=label)
     _epoch_axis(ax)
     ax.set_ylabel("learning rate")
     ax.set_ylim(bottom=0)
     ax.set_title(f"Learning-rate schedule ({group.dataset})")
     _legend_or_note(ax, bool(curves), "not recorded")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _class_names(group: Group, variant: str) -> list[str]:
@@ -242,7 +245,7 @@ def per_class_accuracy(group: Group, variant: str, baseline: str) -> bytes | Non
     fig, ax = plt.subplots(figsize=(max(6.5, 0.65 * k + 2), 4.4))
     for offset, name, values in ((-width / 2, baseline, b), (width / 2, variant, a)):
         err = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else None
-        ax.bar(x + offset, np.nanmean(values, axis=0), width, yerr=err, capsize=2, color=_color(group, name),
+        ax.bar(x + offset, np.nanmean(values, axis=0), width, yerr=err, capsize=2, color=variant_color(group, name),
                label=f"{name} (n = {values.shape[0]})")
     low = float(np.floor(np.nanmin([np.nanmean(a, axis=0), np.nanmean(b, axis=0)]) / 5.0) * 5.0)
     ax.set_ylim(max(0.0, low - 5.0), 101.0)
@@ -254,7 +257,7 @@ def per_class_accuracy(group: Group, variant: str, baseline: str) -> bytes | Non
     ax.set_title(f"Per-class accuracy: {variant} vs {baseline} ({group.dataset}; mean ± 1 std over seeds)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 if k and max(len(n) for n in names) <= 3 else -0.3),
               ncol=2, frameon=False)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def confusion_matrices(group: Group) -> bytes | None:

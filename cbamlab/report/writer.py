@@ -14,7 +14,7 @@ import yaml
 
 from .. import _io
 from ..engine.rundir import Run
-from . import plots, tables
+from . import convergence, plots, tables
 from .groups import Group, load_groups, recipe_differences
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,9 @@ HOW_TO_READ = (
     "sentences ± is the std of the per-seed differences. With n seeds the sign-flip p cannot go below 2/2^n, so a "
     "difference is only called significant when both p-values are below 0.05 (at least 6 seeds, and never when "
     "every seed differs by the same amount), and nothing more is claimed.")
+
+CONVERGENCE_INTRO = ("Has training stopped improving? {split} top-1 % over the last evaluated epochs (mean over "
+                     "seeds), and its change across them per seed (mean, 95 % t interval):")
 
 RECIPE_KEYS = (("train", "epochs"), ("train", "batch_size"), ("optim", "name"), ("optim", "lr"),
                ("optim", "momentum"), ("optim", "weight_decay"), ("schedule", "name"), ("data", "augment"),
@@ -50,6 +53,7 @@ class Section:
     recipe_line: str
     notes: list[str] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
+    last_epochs: convergence.Convergence | None = None
 
 
 @dataclass
@@ -76,6 +80,10 @@ def _figures(group: Group, slug: str) -> list[Figure]:
             Figure(f"{slug}-lr.png", "Learning rate per epoch.", plots.lr_schedule(group)),
             Figure(f"{slug}-minutes.png", "Held-out top-1 against training wall-clock minutes (this machine).",
                    plots.accuracy_vs_minutes(group))]
+    png = convergence.close_up(group)
+    if png is not None:
+        figs.append(Figure(f"{slug}-last-epochs.png", "Held-out top-1 over the last epochs, each seed and the mean.",
+                           png))
     for variant in group.variants:
         baseline = group.baseline_for(variant)
         if baseline is not None:
@@ -115,7 +123,7 @@ def build_sections(groups: list[Group]) -> list[Section]:
             rows = tables.rows(g)
             sections.append(Section(title=title, slug=slug, group=g, rows=rows, sentences=tables.sentences(rows),
                                     recipe_line=_recipe_line(g.recipe) + f"; seeds {', '.join(map(str, seeds))}",
-                                    notes=notes))
+                                    notes=notes, last_epochs=convergence.convergence(g)))
     return sections
 
 
@@ -130,6 +138,9 @@ def _markdown(sections: list[Section], unfinished: list[Run], source: str, stamp
         out += [tables.markdown(s.rows), ""]
         out += [f"- {line}" for line in s.sentences] + ([""] if s.sentences else [])
         out += ["Test top-1 % per seed (the pairs behind each difference):", "", tables.per_seed_markdown(s.group), ""]
+        if s.last_epochs is not None:
+            out += [CONVERGENCE_INTRO.format(split=s.last_epochs.split), "", convergence.markdown(s.last_epochs), ""]
+            out += [f"- {line}" for line in convergence.sentences(s.last_epochs)] + [""]
         for f in s.figures:
             out += [f"![{f.caption}](figures/{f.name})", "", f"*{f.caption}*", ""]
         out += ["<details><summary>Full recipe</summary>", "", "```yaml",
@@ -168,6 +179,11 @@ def _html_doc(sections: list[Section], unfinished: list[Run], source: str, stamp
             out.append("<ul>" + "".join(f"<li>{e(line)}</li>" for line in s.sentences) + "</ul>")
         out.append("<p>Test top-1 % per seed (the pairs behind each difference):</p>")
         out.append(f'<div class="scroll">{tables.per_seed_html(s.group)}</div>')
+        if s.last_epochs is not None:
+            out.append(f"<p>{e(CONVERGENCE_INTRO.format(split=s.last_epochs.split))}</p>")
+            out.append(f'<div class="scroll">{convergence.html(s.last_epochs)}</div>')
+            out.append("<ul>" + "".join(f"<li>{e(line)}</li>" for line in convergence.sentences(s.last_epochs))
+                       + "</ul>")
         for f in s.figures:
             data = base64.b64encode(f.png).decode("ascii")
             out.append(f'<figure><img alt="{e(f.caption)}" src="data:image/png;base64,{data}">'
