@@ -54,10 +54,13 @@ def test_its_tuning_config_is_the_same_recipe_with_a_validation_split():
     assert diff_configs(best, load_config(base)) == ["data.val_fraction", "train.eval_test", "eval.every"]
     assert load_config(base).eval.every == 1 and best.eval.every == best.train.epochs
     assert base["data"]["val_fraction"] == 0.1
-    assert set(settings.space.dists) == {"optim.lr", "optim.weight_decay", "train.label_smoothing", "model.width"}
+    assert set(settings.space.dists) == {"optim.lr", "optim.weight_decay", "train.label_smoothing",
+                                         "data.augment_overrides.erasing"}
     final = tune.final_config(base, settings, {"optim.lr": 0.05, "optim.weight_decay": 1e-4,
-                                               "train.label_smoothing": 0.05, "model.width": 1}, seed=1)
+                                               "train.label_smoothing": 0.05, "data.augment_overrides.erasing": 0.4},
+                              seed=1)
     assert final["train"]["eval_test"] is True and final["data"]["val_fraction"] == 0.0  # retrained, tested once
+    assert final["data"]["augment_overrides"]["erasing"] == 0.4 and final["model"]["width"] == 1
 
 
 def test_converged_fashion_mnist_comparison():
