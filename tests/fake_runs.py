@@ -24,7 +24,7 @@ def make_run(root, model="resnet20", seed=0, *, dataset="digits", top1=0.9, top5
     """OUT/<dataset>/<model>/seed<k>/ with config.yaml, metrics.csv, env.json and (when complete) summary.json."""
     d = copy.deepcopy(RECIPE)
     for section, values in (recipe or {}).items():
-        d[section].update(values)
+        d.setdefault(section, {}).update(values)
     d["seed"] = seed
     d["model"].update(name=model, reduction=reduction)
     d["data"]["name"] = dataset

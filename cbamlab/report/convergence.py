@@ -65,7 +65,7 @@ def _curve(run, split: str) -> dict[int, float]:
     return out
 
 
-def _train_minutes(run) -> float | None:
+def train_minutes(run) -> float | None:
     """Epochs x the median epoch time: the run's training cost, robust to an epoch that a pause (a stopped
     process, a busy machine) stretched; None when epoch times were not recorded."""
     times = [row.get("epoch_time_s") for row in run.metrics]
@@ -86,7 +86,7 @@ def convergence(group: Group, last: int = LAST) -> Convergence | None:
     for v in group.variants:
         cs = curves[v]
         changes = [100 * (c[epochs[-1]] - c[epochs[0]]) for c in cs]
-        minutes = [_train_minutes(group.runs[v][s]) for s in group.seeds(v)]
+        minutes = [train_minutes(group.runs[v][s]) for s in group.seeds(v)]
         rows.append(Row(
             variant=v, n=len(cs), top1=[100 * stats.mean([c[e] for c in cs]) for e in epochs],
             change=stats.mean(changes), change_ci=stats.t_interval(changes),

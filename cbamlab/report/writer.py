@@ -14,7 +14,7 @@ import yaml
 
 from .. import _io
 from ..engine.rundir import Run
-from . import convergence, plots, tables
+from . import budget, convergence, plots, tables
 from .groups import Group, load_groups, recipe_differences
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,21 @@ class Section:
 
 
 @dataclass
+class Sweep:
+    """Runs of one recipe at several budgets (train.epochs): `budget.points` and their figure."""
+    title: str
+    slug: str
+    points: list[budget.Point]
+    figure: Figure
+
+
+@dataclass
 class ReportPaths:
     markdown: Path
     html: Path
     figures: list[Path]
     sections: list[Section]
+    sweeps: list[Sweep] = field(default_factory=list)
 
 
 def _recipe_line(recipe: dict) -> str:
@@ -127,7 +137,26 @@ def build_sections(groups: list[Group]) -> list[Section]:
     return sections
 
 
-def _markdown(sections: list[Section], unfinished: list[Run], source: str, stamp: str) -> str:
+def build_sweeps(groups: list[Group]) -> list[Sweep]:
+    out = []
+    for gs in budget.sweeps(groups):
+        dataset = gs[0].dataset
+        slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset) + "-budget"
+        if any(s.slug == slug for s in out):
+            slug += f"{len(out) + 1}"
+        pts = budget.points(gs)
+        caption = "Final test top-1 against training minutes, one run per budget."
+        out.append(Sweep(title=f"{dataset}: accuracy against the training budget", slug=slug, points=pts,
+                         figure=Figure(f"{slug}.png", caption, budget.figure(pts, dataset))))
+    return out
+
+
+SWEEP_INTRO = ("The same recipe trained for different numbers of epochs, its schedule fitted to each; the sections "
+               "above hold each budget's comparison.")
+
+
+def _markdown(sections: list[Section], unfinished: list[Run], source: str, stamp: str,
+              sweeps: list[Sweep] = ()) -> str:
     out = ["# cbamlab comparison report", "",
            f"Generated {stamp} from `{source}` by `cbamlab report`.", "", HOW_TO_READ, ""]
     if len(sections) > 1:
@@ -145,6 +174,9 @@ def _markdown(sections: list[Section], unfinished: list[Run], source: str, stamp
             out += [f"![{f.caption}](figures/{f.name})", "", f"*{f.caption}*", ""]
         out += ["<details><summary>Full recipe</summary>", "", "```yaml",
                 yaml.safe_dump(s.group.recipe, sort_keys=True).rstrip(), "```", "", "</details>", ""]
+    for w in sweeps:
+        out += [f"## {w.title}", "", SWEEP_INTRO, "", budget.markdown(w.points), "",
+                f"![{w.figure.caption}](figures/{w.figure.name})", "", f"*{w.figure.caption}*", ""]
     if unfinished:
         out += ["## Unfinished runs (left out)", ""] + [f"- `{r.path}`" for r in unfinished] + [""]
     return "\n".join(out)
@@ -160,7 +192,8 @@ figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}figcaption
 pre{background:#f7f7f7;padding:0.8em;overflow-x:auto}.scroll{overflow-x:auto}"""
 
 
-def _html_doc(sections: list[Section], unfinished: list[Run], source: str, stamp: str) -> str:
+def _html_doc(sections: list[Section], unfinished: list[Run], source: str, stamp: str,
+              sweeps: list[Sweep] = ()) -> str:
     e = _html.escape
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            "<title>cbamlab comparison report</title>", f"<style>{_CSS}</style></head><body>",
@@ -190,6 +223,12 @@ def _html_doc(sections: list[Section], unfinished: list[Run], source: str, stamp
                        f"<figcaption>{e(f.caption)}</figcaption></figure>")
         recipe = yaml.safe_dump(s.group.recipe, sort_keys=True)
         out.append(f"<details><summary>Full recipe</summary><pre>{e(recipe)}</pre></details>")
+    for w in sweeps:
+        data = base64.b64encode(w.figure.png).decode("ascii")
+        out += [f'<h2 id="{e(w.slug)}">{e(w.title)}</h2>', f"<p>{e(SWEEP_INTRO)}</p>",
+                f'<div class="scroll">{budget.html(w.points)}</div>',
+                f'<figure><img alt="{e(w.figure.caption)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{e(w.figure.caption)}</figcaption></figure>"]
     if unfinished:
         out.append("<h2>Unfinished runs (left out)</h2><ul>"
                    + "".join(f"<li><code>{e(str(r.path))}</code></li>" for r in unfinished) + "</ul>")
@@ -206,9 +245,11 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None) -> Rep
     sections = build_sections(groups)
     for s in sections:
         s.figures = _figures(s.group, s.slug)
+    sweeps = build_sweeps(groups)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    figure_paths = [_io.write_bytes(out_dir / "figures" / f.name, f.png) for s in sections for f in s.figures]
-    md = _io.write_text(out_dir / "report.md", _markdown(sections, unfinished, str(runs_dir), stamp))
-    page = _io.write_text(out_dir / "report.html", _html_doc(sections, unfinished, str(runs_dir), stamp))
+    figures = [f for s in sections for f in s.figures] + [w.figure for w in sweeps]
+    figure_paths = [_io.write_bytes(out_dir / "figures" / f.name, f.png) for f in figures]
+    md = _io.write_text(out_dir / "report.md", _markdown(sections, unfinished, str(runs_dir), stamp, sweeps))
+    page = _io.write_text(out_dir / "report.html", _html_doc(sections, unfinished, str(runs_dir), stamp, sweeps))
     log.info("wrote %s and %s (%d figures)", md, page, len(figure_paths))
-    return ReportPaths(markdown=md, html=page, figures=figure_paths, sections=sections)
+    return ReportPaths(markdown=md, html=page, figures=figure_paths, sections=sections, sweeps=sweeps)
