@@ -50,7 +50,7 @@ def test_the_report_has_the_sweep_table_and_figure(tmp_path):
     report = write_report(tmp_path / "runs", tmp_path / "out")
     md = report.markdown.read_text(encoding="utf-8")
     assert "## digits: accuracy against the training budget" in md
-    assert "| resnet20_cbam | 6 | 2 | 0.1 | 87.50 ± 0.71 |" in md
+    assert "| resnet20_cbam | 6 | 2 | 0.15 | 87.50 ± 0.71 |" in md  # 6 epochs x 1.5 s
     assert "digits, recipe 1 of 2" in md  # each budget keeps its own comparison section
     assert len(report.sweeps) == 1
     png = (tmp_path / "out" / "figures" / "digits-budget.png").read_bytes()

@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from . import stats  # noqa: E402
-from .convergence import train_minutes  # noqa: E402
+from .convergence import minutes_cell, train_minutes  # noqa: E402
 from .groups import Group, finite, variant_order  # noqa: E402
 from .plots import png_bytes  # noqa: E402
 
@@ -67,7 +67,7 @@ def points(sweep: list[Group]) -> list[Point]:
 
 def table(pts: list[Point]) -> tuple[list[str], list[list[str]]]:
     header = ["variant", "epochs", "n", "training min per run (epochs × median epoch)", "test top-1 %"]
-    body = [[p.variant, str(p.epochs), str(p.n), "n/a" if p.minutes is None else f"{p.minutes:.1f}",
+    body = [[p.variant, str(p.epochs), str(p.n), minutes_cell(p.minutes),
              f"{100 * p.top1.mean:.2f}" + ("" if p.n < 2 else f" ± {100 * p.top1.std:.2f}")] for p in pts]
     return header, body
 

@@ -101,6 +101,13 @@ def _change_cell(row: Row) -> str:
     return f"{row.change:+.2f}{ci}"
 
 
+def minutes_cell(minutes: float | None) -> str:
+    """'34.2', or two decimals under a minute (a quick run would read 0.0), or 'n/a'."""
+    if minutes is None:
+        return "n/a"
+    return f"{minutes:.1f}" if minutes >= 1 else f"{minutes:.2f}"
+
+
 def table(conv: Convergence) -> tuple[list[str], list[list[str]]]:
     first, last = conv.epochs[0], conv.epochs[-1]
     header = (["variant", "n"] + [f"epoch {e}" for e in conv.epochs]
@@ -108,7 +115,7 @@ def table(conv: Convergence) -> tuple[list[str], list[list[str]]]:
                  "training min per run (epochs × median epoch)"])
     body = [[r.variant, str(r.n)] + [f"{t:.2f}" for t in r.top1]
             + [_change_cell(r), ", ".join(map(str, r.best_epochs)),
-               "n/a" if r.train_minutes is None else f"{r.train_minutes:.1f}"] for r in conv.rows]
+               minutes_cell(r.train_minutes)] for r in conv.rows]
     return header, body
 
 
