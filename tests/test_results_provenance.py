@@ -6,12 +6,14 @@
 
 in README.md must be reproduced, line for line, by `cbamlab report results/STUDY` run now on the committed files
 (config.yaml, metrics.csv, summary.json, env.json of each run), so a number in the README cannot drift from its
-data."""
+data. The measured rows of the README's "claims vs measurements" table are checked the same way.
 import re
 from pathlib import Path
 
 import pytest
 
+from cbamlab.report import tables
+from cbamlab.report.groups import load_groups
 from cbamlab.report.writer import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,3 +38,32 @@ def test_every_readme_result_line_is_what_the_report_computes_now(study, text, t
     assert quoted, f"the block for {study} is empty"
     missing = [line for line in quoted if line not in lines]
     assert not missing, f"README lines for {study} that `cbamlab report {study}` does not give: {missing}"
+
+
+CLAIMS = re.compile(r"<!-- claims vs measurements -->\n(.*?)<!-- /claims -->", re.S)
+
+
+def claims_rows():
+    (block,) = CLAIMS.findall((ROOT / "README.md").read_text(encoding="utf-8"))
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in block.splitlines()[2:] if line]
+    return [r for r in rows if r[-1].startswith("measured: ")]
+
+
+def test_the_claims_table_has_measured_rows():
+    assert claims_rows(), "the README's claims table has no measured row"
+
+
+@pytest.mark.parametrize("row", claims_rows(), ids=[r[-1] for r in claims_rows()])
+def test_every_measured_cell_beside_the_claims_is_what_the_report_computes(row):
+    """A measured row names its study and plain network; its accuracies, Δ with interval and n are the report's
+    numbers for that network and its CBAM twin."""
+    _, plain, accuracies, delta, n, source = row
+    study = source[len("measured: "):]
+    groups, _ = load_groups(ROOT / study)
+    (group,) = [g for g in groups if plain in g.variants and f"{plain}_cbam" in g.variants]
+    by_variant = {r.variant: r for r in tables.rows(group)}
+    base, cbam = by_variant[plain], by_variant[f"{plain}_cbam"]
+    assert accuracies == f"{100 * base.top1.mean:.2f} → {100 * cbam.top1.mean:.2f}"
+    d = cbam.delta_top1
+    assert delta == f"{100 * d.mean:+.2f} [{100 * d.ci_low:+.2f}, {100 * d.ci_high:+.2f}]"
+    assert int(n) == d.n == base.n == cbam.n
