@@ -6,7 +6,8 @@
 
 in README.md must be reproduced, line for line, by `cbamlab report results/STUDY` run now on the committed files
 (config.yaml, metrics.csv, summary.json, env.json of each run), so a number in the README cannot drift from its
-data. The measured rows of the README's "claims vs measurements" table are checked the same way.
+data. The measured rows of the README's "claims vs measurements" table are checked the same way."""
+import itertools
 import re
 from pathlib import Path
 
@@ -67,3 +68,32 @@ def test_every_measured_cell_beside_the_claims_is_what_the_report_computes(row):
     d = cbam.delta_top1
     assert delta == f"{100 * d.mean:+.2f} [{100 * d.ci_low:+.2f}, {100 * d.ci_high:+.2f}]"
     assert int(n) == d.n == base.n == cbam.n
+
+
+def bench_rows():
+    """{(size, input, batch, mode, variant): (img/s text, step x plain, latency x plain)} of the committed
+    benchmarks/results/bench_attention.md."""
+    out = {}
+    for line in (ROOT / "benchmarks" / "results" / "bench_attention.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 10 and cells[2].isdigit():
+            out[tuple(cells[:5])] = (cells[5], cells[7], cells[9])
+    return out
+
+
+def test_the_readme_cost_table_is_the_committed_benchmark():
+    """Each cell of the README's "what attention costs" table is a number of benchmarks/results/bench_attention.md
+    in the mode `train.amp=auto` picks here (bf16 + channels_last)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(readme) if line.startswith("| model, input, batch | plain img/s |"))
+    lines = list(itertools.takewhile(lambda ln: ln.startswith("|"), readme[start + 2:]))
+    bench = bench_rows()
+    assert len(lines) == 4
+    for line in lines:
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        size, shape, batch = [c.strip() for c in cells[0].split(",")]
+        (label,) = {k[0] for k in bench if k[0].split("@")[0] == size and k[1:3] == (shape, batch)}  # resnet50@224
+        key = (label, shape, batch, "bf16_channels_last")
+        plain, se, fast, ref, timm = (bench[key + (v,)] for v in ("plain", "se", "cbam_fast", "cbam_reference",
+                                                                 "timm_cbam"))
+        assert cells[1:] == [plain[0], "x" + se[1], "x" + fast[1], "x" + ref[1], "x" + timm[1], "x" + fast[2]], line
