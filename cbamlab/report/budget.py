@@ -9,7 +9,6 @@ and a figure.
 from __future__ import annotations
 
 import copy
-import html as _html
 import json
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from . import stats  # noqa: E402
+from . import stats, tables  # noqa: E402
 from .convergence import minutes_cell, train_minutes  # noqa: E402
 from .groups import Group, finite, variant_order  # noqa: E402
 from .plots import png_bytes  # noqa: E402
@@ -73,16 +72,11 @@ def table(pts: list[Point]) -> tuple[list[str], list[list[str]]]:
 
 
 def markdown(pts: list[Point]) -> str:
-    header, body = table(pts)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+    return tables.grid_markdown(*table(pts))
 
 
 def html(pts: list[Point]) -> str:
-    header, body = table(pts)
-    head = "".join(f"<th>{_html.escape(c)}</th>" for c in header)
-    rows = "".join("<tr>" + "".join(f"<td>{_html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-    return f'<table class="results"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+    return tables.grid_html(*table(pts))
 
 
 def figure(pts: list[Point], dataset: str) -> bytes:

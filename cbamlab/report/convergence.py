@@ -9,7 +9,6 @@ it (no change that n seeds show), and nothing more.
 """
 from __future__ import annotations
 
-import html as _html
 import math
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import stats  # noqa: E402
+from . import stats, tables  # noqa: E402
 from .groups import Group  # noqa: E402
 from .plots import png_bytes, variant_color  # noqa: E402
 
@@ -138,16 +137,11 @@ def sentences(conv: Convergence) -> list[str]:
 
 
 def markdown(conv: Convergence) -> str:
-    header, body = table(conv)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+    return tables.grid_markdown(*table(conv))
 
 
 def html(conv: Convergence) -> str:
-    header, body = table(conv)
-    head = "".join(f"<th>{_html.escape(c)}</th>" for c in header)
-    rows = "".join("<tr>" + "".join(f"<td>{_html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-    return f'<table class="results"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+    return tables.grid_html(*table(conv))
 
 
 def close_up(group: Group, last: int = CLOSE_UP) -> bytes | None:

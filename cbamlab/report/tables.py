@@ -169,14 +169,22 @@ def per_seed(group: Group) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def per_seed_markdown(group: Group) -> str:
-    header, body = per_seed(group)
+def grid_markdown(header: list[str], body: list[list[str]]) -> str:
+    """A plain markdown table of already formatted cells."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
 
 
-def per_seed_html(group: Group) -> str:
-    header, body = per_seed(group)
+def grid_html(header: list[str], body: list[list[str]]) -> str:
+    """The same table as HTML, cells escaped."""
     head = "".join(f"<th>{_html.escape(c)}</th>" for c in header)
     rows_html = "".join("<tr>" + "".join(f"<td>{_html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
     return f'<table class="results"><thead><tr>{head}</tr></thead><tbody>{rows_html}</tbody></table>'
+
+
+def per_seed_markdown(group: Group) -> str:
+    return grid_markdown(*per_seed(group))
+
+
+def per_seed_html(group: Group) -> str:
+    return grid_html(*per_seed(group))
