@@ -35,32 +35,66 @@ def test_every_config_loads_as_its_commands_load_it(path, capsys):
         assert settings.space.dists and settings.n_seeds >= 1
 
 
-def test_the_best_fashion_mnist_candidate():
+SEARCHED = {"optim.lr", "optim.weight_decay", "train.label_smoothing", "data.augment_overrides.erasing"}
+
+
+def _searched_values(cfg) -> dict:
+    return {"optim.lr": cfg.optim.lr, "optim.weight_decay": cfg.optim.weight_decay,
+            "train.label_smoothing": cfg.train.label_smoothing,
+            "data.augment_overrides.erasing": cfg.data.augment_overrides["erasing"]}
+
+
+def test_the_best_fashion_mnist_recipe():
     cfg = load_config(ROOT / "fashion_mnist_best.yaml")
     assert cfg.model.name.endswith("_cbam") and cfg.data.name == "fashion_mnist"
-    assert (cfg.optim.name, cfg.optim.nesterov, cfg.train.label_smoothing) == ("sgd", True, 0.1)
+    assert (cfg.optim.name, cfg.optim.nesterov, cfg.schedule.name) == ("sgd", True, "onecycle")
     assert cfg.train.ema and cfg.eval.tta == "hflip" and cfg.train.eval_test
     spec = resolve_augment(cfg.data.augment, cfg.data.name, **cfg.data.augment_overrides)
-    assert spec.hflip and spec.translate == 2 and spec.erasing > 0
-    assert "CANDIDATE" in (ROOT / "fashion_mnist_best.yaml").read_text()
+    assert spec.hflip and spec.translate == 2 and spec.erasing == cfg.data.augment_overrides["erasing"] > 0
+    assert "CANDIDATE" not in (ROOT / "fashion_mnist_best.yaml").read_text()
 
 
 def test_its_tuning_config_is_the_same_recipe_with_a_validation_split():
     best = load_config(ROOT / "fashion_mnist_best.yaml")
     raw = read_yaml(ROOT / "tune_fashion_mnist_best.yaml")
     base, settings = tune.prepare(raw)
-    # epochs held fixed; the search scores the validation split every epoch (the pruner reads it), the recipe
-    # reads the test split once, after the last epoch
-    assert diff_configs(best, load_config(base)) == ["data.val_fraction", "train.eval_test", "eval.every"]
+    # epochs held fixed; the search scores the validation split every epoch, the recipe reads the test split once,
+    # after the last epoch; the searched keys carry the search's winner
+    assert sorted(diff_configs(best, load_config(base))) == sorted(
+        ["data.val_fraction", "train.eval_test", "eval.every", "optim.lr", "optim.weight_decay",
+         "train.label_smoothing", "data.augment_overrides"])
+    tuned_aug = dict(base["data"]["augment_overrides"], erasing=best.data.augment_overrides["erasing"])
+    assert tuned_aug == best.data.augment_overrides  # of the overrides, only erasing was searched
     assert load_config(base).eval.every == 1 and best.eval.every == best.train.epochs
     assert base["data"]["val_fraction"] == 0.1
-    assert set(settings.space.dists) == {"optim.lr", "optim.weight_decay", "train.label_smoothing",
-                                         "data.augment_overrides.erasing"}
+    assert set(settings.space.dists) == SEARCHED
     final = tune.final_config(base, settings, {"optim.lr": 0.05, "optim.weight_decay": 1e-4,
                                                "train.label_smoothing": 0.05, "data.augment_overrides.erasing": 0.4},
                               seed=1)
     assert final["train"]["eval_test"] is True and final["data"]["val_fraction"] == 0.0  # retrained, tested once
     assert final["data"]["augment_overrides"]["erasing"] == 0.4 and final["model"]["width"] == 1
+
+
+def test_the_recipe_holds_the_best_trial_of_the_committed_search(tmp_path):
+    """configs/fashion_mnist_best.yaml's searched values are the best complete trial of the committed optuna
+    journal (to the 4 significant digits the config keeps), and the study has the trials its config asks for."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    journal = tmp_path / "tune.journal"  # a copy: opening a journal writes a lock file beside it
+    journal.write_bytes((ROOT.parent / "results" / "tune_fashion_best" / "tune.journal").read_bytes())
+    raw = read_yaml(ROOT / "tune_fashion_mnist_best.yaml")
+    _, settings = tune.prepare(raw)
+    study = optuna.load_study(study_name=raw["tune"]["study"], storage=JournalStorage(JournalFileBackend(str(journal))))
+    states = [t.state for t in study.trials]
+    counted = sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states)
+    assert counted == raw["tune"]["trials"] and optuna.trial.TrialState.RUNNING not in states
+    assert set(study.best_trial.params) == SEARCHED
+    best = _searched_values(load_config(ROOT / "fashion_mnist_best.yaml"))
+    assert best == pytest.approx(study.best_trial.params, rel=5e-4)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) > 1 and max(t.value for t in complete) == study.best_trial.value
+    assert set(settings.space.dists) == SEARCHED
 
 
 def test_converged_fashion_mnist_comparison():
