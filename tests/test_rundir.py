@@ -94,6 +94,20 @@ def _unfinished(run_dir, cfg):
     ckpt.save_state(run_dir / rundir.LAST_STATE, {"epoch": 1})
 
 
+def test_prepare_names_an_older_state_file_only_when_there_is_one(tmp_path, caplog):
+    """A run stopped before its first epoch ended has a config.yaml and no state file: it starts afresh, and
+    is not reported as a state file an older cbamlab wrote; a state file without a record is."""
+    cfg = load_config(None, ["train.threads=1"])
+    fresh, old = tmp_path / "fresh", tmp_path / "old"
+    rundir.write_config(fresh, cfg)
+    _unfinished(old, cfg)  # a state without the config record runs now write
+    with caplog.at_level("INFO", logger="cbamlab"):
+        assert rundir.prepare(fresh, cfg, resume=True) == "fresh"
+        assert "older cbamlab" not in caplog.text
+        assert rundir.prepare(old, cfg, resume=True) == "resume"
+        assert f"{old}: its state file records no config (an older cbamlab wrote it)" in caplog.text
+
+
 def test_prepare_resumes_across_non_result_keys_only(tmp_path):
     cfg = load_config(None, ["train.threads=1"])
     _unfinished(tmp_path, cfg)

@@ -296,7 +296,7 @@ def prepare(run_dir, cfg: Config, resume: bool) -> str:
         raise RunDirError(f"{run_dir} holds an unfinished run; pass --resume to continue it or choose another --out")
     state = run_dir / LAST_STATE
     refusal = provenance.resume_refusal(run_dir, on_disk, cfg, provenance.read_record(state) if state.is_file()
-                                        else None, CONFIG)
+                                        else None, CONFIG, has_state=state.is_file())
     if refusal:
         raise RunDirError(refusal)
     if not complete and not state.is_file():
