@@ -97,10 +97,11 @@ def test_trials_means_trials_in_the_study_in_all(tmp_path):
 
 
 KILLED = textwrap.dedent("""
-    import sys, time
+    import pathlib, sys, time
     from cbamlab.experiments import tune
     def hang(trial, ctx):
-        trial.report(0.5, 1)
+        trial.report(0.5, 1)  # stored before the marker appears
+        pathlib.Path(sys.argv[1], "started").touch()
         time.sleep(600)
     base, settings = tune.prepare({"tune": {"sampler": "random"}})
     tune.run_tune(base, settings, sys.argv[1], trials=4, n_seeds=0, objective=hang)
@@ -108,22 +109,20 @@ KILLED = textwrap.dedent("""
 
 
 def test_a_killed_trial_is_marked_failed_and_the_study_completes(tmp_path):
-    script = tmp_path / "killed.py"
+    # The worker says when its trial has reported by touching a file: polling the study's SQLite file instead
+    # opened the storage (which creates its schema) while the worker was creating it, and the worker could die
+    # of that race before its trial started.
+    script, log = tmp_path / "killed.py", tmp_path / "worker.log"
     script.write_text(KILLED)
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stderr=subprocess.DEVNULL)
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stderr=err)
     try:
         deadline = time.time() + 120
-        while time.time() < deadline:
-            db = tmp_path / "tune.db"
-            if db.exists():
-                try:
-                    if [t for t in load(tmp_path).trials if t.intermediate_values]:
-                        break
-                except (KeyError, optuna.exceptions.OptunaError, Exception):
-                    pass
+        while not (tmp_path / "started").exists():
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"the worker never started its trial (exit {proc.poll()}): "
+                            f"{log.read_text(errors='replace')[-2000:]}")
             time.sleep(0.3)
-        else:
-            pytest.fail("the worker never started its trial")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
