@@ -97,3 +97,27 @@ def test_the_readme_cost_table_is_the_committed_benchmark():
         plain, se, fast, ref, timm = (bench[key + (v,)] for v in ("plain", "se", "cbam_fast", "cbam_reference",
                                                                  "timm_cbam"))
         assert cells[1:] == [plain[0], "x" + se[1], "x" + fast[1], "x" + ref[1], "x" + timm[1], "x" + fast[2]], line
+
+
+FIGURE = re.compile(r"!\[[^\]]*\]\((results/[^)\s]+/figures/[^)\s]+\.png)\)")
+
+
+def readme_figures():
+    return FIGURE.findall((ROOT / "README.md").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("figure", readme_figures())
+def test_every_result_figure_in_the_readme_is_from_the_committed_report_of_its_study(figure, tmp_path):
+    """A figure the README shows from results/STUDY/figures/ is committed with that study's report.md, and the
+    report regenerated now from the committed run files has the same text (bar its time stamp and source line)
+    and a figure of that name."""
+    committed = ROOT / figure
+    study = committed.parent.parent
+    assert committed.is_file(), f"{figure} is not committed"
+    fresh = write_report(study, tmp_path)
+    assert committed.name in {Path(p).name for p in fresh.figures}
+
+    def body(path):
+        return [line for line in Path(path).read_text(encoding="utf-8").splitlines()
+                if not line.startswith("Generated ")]
+    assert body(study / "report.md") == body(fresh.markdown), f"{study.name}/report.md is stale: run cbamlab report"
