@@ -62,12 +62,10 @@ def _changes(a: dict, b: dict, keys: list[str]) -> str:
     return ", ".join(f"{k} {_value(a, k)!r} -> {_value(b, k)!r}" for k in keys)
 
 
-def resume_refusal(run_dir, on_disk: Config, cfg: Config, recorded: dict | None, config_name: str, *,
-                   has_state: bool = True) -> str | None:
+def resume_refusal(run_dir, on_disk: Config, cfg: Config, recorded: dict | None, config_name: str) -> str | None:
     """Why `run_dir` may not continue under `cfg` (a result key differs from the run's config file `on_disk` or
-    from the config its state file `recorded`), or None when it may; finished runs are checked alike.
-    `has_state` False: the run has no state file yet (stopped before its first epoch ended), so `recorded` is
-    None for want of a file, not because an older cbamlab wrote one without a record."""
+    from the config its state file `recorded`, None when there is no record), or None when it may; finished runs
+    are checked alike."""
     want, disk = config_to_dict(cfg), config_to_dict(on_disk)
     changed = result_differences(disk, want)
     if changed:
@@ -75,10 +73,6 @@ def resume_refusal(run_dir, on_disk: Config, cfg: Config, recorded: dict | None,
                 f"({_changes(disk, want, changed)}); resume without --config/--set to use the run's own, or "
                 "choose another --out for the new config")
     if recorded is None:
-        if not has_state:
-            return None
-        log.info("%s: its state file records no config (an older cbamlab wrote it): checked against %s only",
-                 run_dir, config_name)
         return None
     if recorded.get("config_hash") != result_hash(cfg):
         trained = with_defaults(recorded["config"])

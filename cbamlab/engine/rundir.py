@@ -295,15 +295,19 @@ def prepare(run_dir, cfg: Config, resume: bool) -> str:
             raise RunDirError(f"{run_dir} holds a finished run; choose another --out (nothing was overwritten)")
         raise RunDirError(f"{run_dir} holds an unfinished run; pass --resume to continue it or choose another --out")
     state = run_dir / LAST_STATE
-    refusal = provenance.resume_refusal(run_dir, on_disk, cfg, provenance.read_record(state) if state.is_file()
-                                        else None, CONFIG, has_state=state.is_file())
+    has_state = state.is_file()
+    recorded = provenance.read_record(state) if has_state else None
+    refusal = provenance.resume_refusal(run_dir, on_disk, cfg, recorded, CONFIG)
     if refusal:
         raise RunDirError(refusal)
-    if not complete and not state.is_file():
+    if has_state and recorded is None:
+        log.info("%s: its state file records no config (an older cbamlab wrote it): checked against %s only",
+                 run_dir, CONFIG)
+    if not complete and not has_state:
         epochs = len(read_metrics(run_dir))
         if epochs or (run_dir / LAST_WEIGHTS).is_file():
             done = f"{METRICS} records {epochs} finished epoch(s)" if epochs else f"{LAST_WEIGHTS} exists"
             raise RunDirError(f"{run_dir}: {done} but its state file {LAST_STATE} is gone, so the run cannot be "
                               f"continued exactly; {todo}")
     remove_debris(run_dir)
-    return "complete" if complete else ("resume" if state.is_file() else "fresh")
+    return "complete" if complete else ("resume" if has_state else "fresh")
