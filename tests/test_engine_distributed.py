@@ -22,6 +22,7 @@ from cbamlab.engine import fit, load_config
 from cbamlab.engine import distributed
 from cbamlab.engine.checkpoint import load_weights
 from cbamlab.engine.loop import evaluate
+from cbamlab.engine.predict import evaluate_config, load_run
 from cbamlab.engine.rundir import LAST_WEIGHTS, read_metrics
 
 # digits: 1438 training images = 5 global batches of 256 and a last one of 158 (79 per rank); 359 test images
@@ -83,6 +84,27 @@ def test_two_processes_with_half_batches_reach_the_weights_and_metrics_of_one(tm
     assert (ddp["top1"], ddp["top5"]) == (here["top1"], here["top5"])
     assert ddp["final"]["test_loss"] == pytest.approx(here["loss"], rel=1e-6)
     assert json.loads((tmp_path / "ddp" / "env.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sync_bn", [False, True])
+def test_the_top1_a_torchrun_run_records_is_the_saved_models(tmp_path, sync_bn, capsys):
+    """Each rank evaluates its share of the test split; without train.sync_bn each rank's BatchNorm running
+    statistics come from its own half of every batch, and the saved weights hold rank 0's. summary.json must be
+    what `cbamlab eval --run` computes from the saved weights: the same confusion matrix, top-1 and loss."""
+    out = tmp_path / "run"
+    overrides = [o for o in TINY if not o.startswith("model.name")] + ["model.name=resnet20",
+                                                                       f"train.sync_bn={str(sync_bn).lower()}"]
+    rc, log = _finish(_torchrun("--nproc-per-node", "2", "--master-port", str(_port()), *_train_args(out, overrides)))
+    assert rc == 0, log[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    loaded = load_run(out)
+    here = evaluate_config(loaded.model, loaded.cfg)
+    assert here["confusion_matrix"] == summary["confusion_matrix"] and sum(map(sum, here["confusion_matrix"])) == 359
+    assert (here["top1"], here["top5"]) == (summary["top1"], summary["top5"])
+    assert here["loss"] == pytest.approx(summary["final"]["test_loss"], rel=1e-6)
+    assert main(["eval", "--run", str(out), "-q"]) == 0
+    assert f"top1={summary['top1']:.6f}" in capsys.readouterr().out
 
 
 @pytest.mark.slow

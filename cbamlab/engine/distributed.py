@@ -8,7 +8,9 @@
 - Training and evaluation metrics are sums over ranks (`Meter.all_reduce`): loss, top-1/5 and the confusion
   matrix are the single-process numbers.
 - `train.sync_bn`: BatchNorm statistics of the global batch (torch's SyncBatchNorm on GPU, `SyncBatchNormCPU`
-  on CPU). Without it each rank normalises with its own B / world images, as plain DDP does.
+  on CPU). Without it each rank normalises with its own B / world images, as plain DDP does, and so ends an
+  epoch with its own BatchNorm running statistics; rank 0's are the ones saved, so every rank evaluates with
+  rank 0's buffers (`broadcast_buffers`) and the recorded metrics are those of the saved weights.
 - Rank 0 alone writes the run directory; it alone reads the state file on resume, and every rank receives that
   same state from it. A failure rank 0 meets there (a run directory in use, another config) is raised on
   every rank, so none waits for a partner that is gone.
@@ -177,6 +179,15 @@ def broadcast(obj, d: Dist | None):
 def close(d: Dist | None) -> None:
     if d is not None and d.owned and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def broadcast_buffers(model: nn.Module, d: Dist | None) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) in `model` on every rank, in place: what the checkpoint
+    rank 0 writes holds, so evaluating each rank's share with them gives the saved model's metrics."""
+    if d is None:
+        return
+    for b in model.buffers():
+        dist.broadcast(b, src=0)
 
 
 def sync_batchnorm(model: nn.Module, d: Dist | None) -> nn.Module:

@@ -159,6 +159,8 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
         last = epoch == cfg.train.epochs
         evaluated = last or epoch % cfg.eval.every == 0
         evals = {}
+        if evaluated:
+            distributed.broadcast_buffers(eval_model, dist)  # DDP: each rank's BatchNorm statistics -> rank 0's
         for split in ("val", "test") if evaluated else ():
             loader = getattr(loaders, split)
             if loader is not None:
@@ -193,6 +195,7 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
         if on_epoch is not None:
             on_epoch(epoch, row)
     if final is None or "confusion_matrix" not in final:  # resumed after the last epoch's checkpoint
+        distributed.broadcast_buffers(eval_model, dist)
         final = evaluate(eval_model, getattr(loaders, eval_split), num_classes=info.num_classes, **eval_opts)
     summary = None
     if main:
