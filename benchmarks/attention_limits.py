@@ -1,25 +1,22 @@
-"""Why CBAM still costs what it costs here, and how little it could cost: the profile and the memory-pass floor.
+"""What the native CBAM costs against what it must cost: the memory-pass floor and the profile.
 
-For one size of `bench_attention.py` in one mode (default: resnet20 and resnet18 in the mode `cbamlab train`
-picks), this measures, interleaved in one process:
+For sizes of `bench_attention.py` in one mode (default: resnet20 and resnet18 in the mode `cbamlab train` picks
+here), this measures, interleaved in one process:
 
-1. **Each CBAM input shape's primitives** against one element-wise pass over the same map (`x * y`: two reads
-   and a write): the pools over H, W (average; maximum with its arg-max), the pools over channels (maximum with
-   its arg-max; mean), the two broadcast scalings, and the fast CBAM's own forward + backward at that shape.
-   Every primitive that takes many element-wise passes' time is a place where the kernels, not the math, set
-   the cost.
-2. **The floors**: the memory-pass floor: the math needs about `TOUCHES` full-size reads or writes of the map per CBAM
+1. **Each CBAM input shape**: one element-wise pass over the map (`x * y`: two reads and a write), the native
+   CBAM's forward + backward at that shape and at batch 2 (where the map is tiny: the fixed cost of its two
+   operator calls, Python and dispatch), and the reference's forward + backward for comparison, each also in
+   element-wise passes' worth.
+2. **The memory-pass floor**: the math needs about `TOUCHES` full-size reads or writes of the map per CBAM
    (forward: the H, W pools read F, the channel pools read F again (G = F * Mc is not stored), the output
    reads F and writes; backward: dMs reads dout and F, dMc reads them again, dF reads them and writes). At one
    element-wise pass per 3 touches, the floor of a model is its plain step plus that time for every CBAM
-   block; the table puts the floor's step ratio beside the measured one. And the fixed cost: the fast CBAM's
-   forward + backward on a batch of 2 (its operator calls, Python and dispatch, with almost no data),
-   which with the channel max kernel and the passes is the floor of an unfused (eager) CBAM.
-3. **The operator profile** of one training step, CBAM net minus plain net (torch.profiler, self CPU time per
-   operator name), largest differences first.
+   block; the table puts the floor's step ratio beside the native CBAM's measured one.
+3. **The operator profile** of one training step, native CBAM net minus plain net (torch.profiler, self CPU
+   time per operator name), largest differences first: what else than the two CBAM operators the CBAM costs.
 
-    python benchmarks/attention_limits.py [--only resnet20,resnet18] [--mode bf16_channels_last]
-        [--repeats 7] [--threads N] [--out DIR]
+    python benchmarks/attention_limits.py [--only resnet20,resnet18] [--mode default]
+        [--repeats 7] [--threads N] [--quick] [--out DIR]
 
 Run it alone on an idle machine, as bench_attention.py.
 """
@@ -33,18 +30,20 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from bench_attention import MODES, SIZES, Case, header as bench_header, load_average  # same folder
+from bench_attention import MODES, SIZES, Case, default_mode  # same folder
+from bench_report import load_average, machine_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cbamlab._io import write_text  # noqa: E402
+from cbamlab.models import native  # noqa: E402
 from cbamlab.models.attention import CBAM  # noqa: E402
 
 TOUCHES = 11  # full-size reads + writes the CBAM math needs, forward (4) + backward (7); see the docstring
+COLUMNS = ("pass (x * y)", "native fwd+bwd", "native at batch 2", "reference fwd+bwd")
 
 
 def _median_ms(fn, repeats: int, inner: int = 5) -> float:
@@ -57,27 +56,35 @@ def _median_ms(fn, repeats: int, inner: int = 5) -> float:
     return 1000 * statistics.median(times)
 
 
-def cbam_shapes(case: Case) -> collections.Counter:
-    """{(B, C, H, W): number of CBAM modules that see that input} in one forward of the case's batch."""
-    shapes = collections.Counter()
-    hooks = [m.register_forward_pre_hook(lambda _m, args: shapes.update([tuple(args[0].shape)]))
-             for m in case.model.modules() if isinstance(m, CBAM)]
+def cbam_inputs(case: Case) -> tuple[collections.Counter, dict]:
+    """{(B, C, H, W): number of CBAM modules that see that input} in one forward of the case's batch, and
+    {(B, C, H, W): (dtype, memory format)} of those inputs."""
+    shapes, kinds = collections.Counter(), {}
+
+    def seen(_module, args):
+        x = args[0]
+        shapes.update([tuple(x.shape)])
+        cl = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        kinds[tuple(x.shape)] = (x.dtype, torch.channels_last if cl else torch.contiguous_format)
+
+    hooks = [m.register_forward_pre_hook(seen) for m in case.model.modules() if isinstance(m, CBAM)]
     with torch.no_grad(), case._autocast():
         case.model(case.x)
     for h in hooks:
         h.remove()
-    return shapes
+    return shapes, kinds
 
 
-def primitives(shape, case: Case, cbam: CBAM, repeats: int) -> dict:
-    """Milliseconds of each primitive on a map of `shape` in the case's layout and dtype."""
-    fmt = torch.channels_last if case.channels_last else torch.contiguous_format
-    dtype = case.dtype or torch.float32
+def per_shape(shape, kind, case: Case, repeats: int) -> dict:
+    """Milliseconds of each column on a map of `shape` in the dtype and layout the net's CBAM sees there."""
+    dtype, fmt = kind
     x = torch.randn(shape).to(dtype).contiguous(memory_format=fmt)
     y = torch.randn(shape).to(dtype).contiguous(memory_format=fmt)
-    mc = torch.rand(shape[0], shape[1], 1, 1, dtype=dtype)
-    ms = torch.rand(shape[0], 1, *shape[2:], dtype=dtype)
-    def fwd_bwd(batch):
+    native_cbam = CBAM(shape[1], attn_impl="native").train()
+    reference = CBAM(shape[1], attn_impl="reference").train()
+    reference.load_state_dict(native_cbam.state_dict())
+
+    def fwd_bwd(cbam, batch):
         xg = x[:batch].detach().clone(memory_format=fmt).requires_grad_()
         dout = torch.randn_like(xg)
 
@@ -87,22 +94,13 @@ def primitives(shape, case: Case, cbam: CBAM, repeats: int) -> dict:
             out.backward(dout)
         return run
 
-    cases = {
-        "pass (x * y)": lambda: x * y,
-        "HW avg pool": lambda: F.adaptive_avg_pool2d(x, 1),
-        "HW max pool + index": lambda: F.adaptive_max_pool2d(x, 1, return_indices=True),
-        "channel max + index": lambda: x.max(dim=1, keepdim=True),
-        "channel mean": lambda: x.mean(dim=1, keepdim=True),
-        "x * Mc": lambda: x * mc,
-        "x * Ms": lambda: x * ms,
-        "fast CBAM fwd+bwd": fwd_bwd(shape[0]),
-        "the same at batch 2": fwd_bwd(2),
-    }
-    for fn in cases.values():
+    fns = dict(zip(COLUMNS, (lambda: x * y, fwd_bwd(native_cbam, shape[0]), fwd_bwd(native_cbam, 2),
+                             fwd_bwd(reference, shape[0]))))
+    for fn in fns.values():
         fn()  # warm
-    times = {k: [] for k in cases}
+    times = {k: [] for k in fns}
     for _ in range(repeats):  # interleaved
-        for k, fn in cases.items():
+        for k, fn in fns.items():
             times[k].append(_median_ms(fn, 1))
     return {k: statistics.median(v) for k, v in times.items()}
 
@@ -126,43 +124,43 @@ def operator_profile(plain: Case, cbam: Case, steps: int, top: int) -> list[tupl
 
 def run_size(size: str, args) -> list[str]:
     device = torch.device("cpu")
-    plain, fast = Case(size, args.mode, "plain", args, device), Case(size, args.mode, "cbam_fast", args, device)
-    for case in (plain, fast):
-        for _ in range(2):
-            case.step()
+    plain, cbam = (Case(size, args.mode, v, args, device) for v in ("plain", "cbam_native"))
+    for case in (plain, cbam):
+        case.warm(2)
     for _ in range(args.repeats):
-        for case in (plain, fast):
+        for case in (plain, cbam):
             case.time_training(args.steps)
     plain_ms = 1000 * statistics.median(plain.train_s)
-    fast_ms = 1000 * statistics.median(fast.train_s)
-    shapes = cbam_shapes(fast)
-    cbam = next(m for m in fast.model.modules() if isinstance(m, CBAM))  # a module to time at each shape
+    cbam_ms = 1000 * statistics.median(cbam.train_s)
+    shapes, kinds = cbam_inputs(cbam)
     lines = [f"## {size}, {args.mode}", "",
-             f"Training step: plain {plain_ms:.1f} ms, CBAM (fast) {fast_ms:.1f} ms: x{fast_ms / plain_ms:.2f} "
+             f"Training step: plain {plain_ms:.1f} ms, CBAM (native) {cbam_ms:.1f} ms: x{cbam_ms / plain_ms:.2f} "
              f"(median of {args.repeats} interleaved repeats of {args.steps} steps).", "",
-             "Milliseconds per call (one training batch); in brackets: element-wise passes' worth.", "",
-             "| CBAM input (B, C, H, W) | blocks | pass (x * y) | HW avg pool | HW max + index | channel max + index "
-             "| channel mean | x * Mc | x * Ms | fast CBAM fwd+bwd | the same at batch 2 |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    floor_ms = fixed_ms = max_ms = 0.0
+             "Milliseconds per call (one training batch); in brackets: element-wise passes' worth; the floor is "
+             f"{TOUCHES} touches (= {TOUCHES / 3:.1f} passes).", "",
+             f"| CBAM input (B, C, H, W) | blocks | dtype, layout | {' | '.join(COLUMNS)} | native / floor |",
+             "|---|---:|---|" + "---:|" * (len(COLUMNS) + 1)]
+    floor_ms = fixed_ms = 0.0
     for shape, count in sorted(shapes.items(), key=lambda kv: -kv[0][2]):
-        t = primitives(shape, fast, cbam.__class__(shape[1]).train(), args.repeats)
-        p = t["pass (x * y)"]
+        t = per_shape(shape, kinds[shape], cbam, args.repeats)
+        p = t[COLUMNS[0]]
         floor_ms += count * TOUCHES / 3 * p
-        fixed_ms += count * t["the same at batch 2"]
-        max_ms += count * t["channel max + index"]
-        cells = " | ".join(f"{v:.2f} ({v / p:.1f})" for k, v in t.items() if k != "pass (x * y)")
-        lines.append(f"| {tuple(shape)} | {count} | {p:.2f} | {cells} |")
+        fixed_ms += count * t["native at batch 2"]
+        dtype, fmt = kinds[shape]
+        cells = " | ".join(f"{t[k]:.2f} ({t[k] / p:.1f})" for k in COLUMNS[1:])
+        lines.append(f"| {tuple(shape)} | {count} | {str(dtype).removeprefix('torch.')}, "
+                     f"{'channels_last' if fmt == torch.channels_last else 'NCHW'} | {p:.2f} | {cells} | "
+                     f"x{t['native fwd+bwd'] / (TOUCHES / 3 * p):.1f} |")
     lines += ["", f"Memory-pass floor ({TOUCHES} touches per CBAM at the measured pass speed): "
-              f"{floor_ms:.1f} ms per step over the plain net's, a step ratio of **x{(plain_ms + floor_ms) / plain_ms:.2f}** "
-              f"against the measured **x{fast_ms / plain_ms:.2f}**.", "",
-              f"Fixed cost (the fast CBAM's operators at batch 2, where the map is tiny): {fixed_ms:.1f} ms per step, "
-              f"x{(plain_ms + fixed_ms) / plain_ms:.2f} on its own; with the channel max kernel ({max_ms:.1f} ms) and "
-              f"the memory passes: x{(plain_ms + fixed_ms + max_ms + floor_ms) / plain_ms:.2f}. What eager PyTorch "
-              "cannot go below without fusing the CBAM into fewer kernels.", "",
+              f"{floor_ms:.1f} ms per step over the plain net's, a step ratio of "
+              f"**x{(plain_ms + floor_ms) / plain_ms:.2f}** against the measured **x{cbam_ms / plain_ms:.2f}**.", "",
+              f"Fixed cost (the native CBAM at batch 2, where the map is tiny): {fixed_ms:.1f} ms per step, "
+              f"x{(plain_ms + fixed_ms) / plain_ms:.2f} on its own; with the memory passes: "
+              f"x{(plain_ms + fixed_ms + floor_ms) / plain_ms:.2f}.", "",
               f"Operator profile, self CPU ms per training step ({args.profile_steps} steps profiled), largest "
-              "CBAM-minus-plain first:", "", "| operator | plain | CBAM (fast) | difference |", "|---|---:|---:|---:|"]
-    for name, a, b in operator_profile(plain, fast, args.profile_steps, args.top):
+              "CBAM-minus-plain first:", "", "| operator | plain | CBAM (native) | difference |",
+              "|---|---:|---:|---:|"]
+    for name, a, b in operator_profile(plain, cbam, args.profile_steps, args.top):
         lines.append(f"| `{name}` | {a:.2f} | {b:.2f} | {b - a:+.2f} |")
     return lines + [""]
 
@@ -170,7 +168,8 @@ def run_size(size: str, args) -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default="resnet20,resnet18", help=f"sizes, comma-separated ({', '.join(SIZES)})")
-    p.add_argument("--mode", default="bf16_channels_last", choices=list(MODES))
+    p.add_argument("--mode", default="default", choices=[*MODES, "default"],
+                   help="default: the mode `cbamlab train` picks here")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--steps", type=int, default=3, help="training steps per timed repeat")
     p.add_argument("--profile-steps", type=int, default=5)
@@ -187,17 +186,24 @@ def main(argv=None) -> int:
         p.error(f"unknown size {', '.join(unknown) or '(none given)'}; known: {', '.join(SIZES)}")
     if args.quick:
         args.repeats, args.steps, args.profile_steps = 1, 1, 1
-    args.latency_iters = 0  # what bench_attention's Case reads
+    args.latency_iters, args.compile_backend = 0, "inductor"  # what bench_attention's Case reads
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    default, reason = default_mode(device)
+    if args.mode == "default":
+        args.mode = default
+    loaded = native.load()
+    if not loaded.ok:
+        print(f"error: the native CBAM operator is not available here: {loaded.reason}", file=sys.stderr)
+        return 1
     load_before = load_average()
-    device_line = bench_header(args, torch.device("cpu"), load_before)[2]  # device, threads, versions, time
-    lines = ["# Attention cost: the profile and the memory-pass floor", "", device_line,
-             f"Load average (1 min) {load_before} at the start.", ""]
+    lines = ["# Native CBAM cost: the memory-pass floor and the profile", "",
+             *machine_lines(device, load_before)[:2], f"`cbamlab train` picks `{default}` here ({reason}).", ""]
     for size in sizes:
         lines += run_size(size, args)
         print(f"{size}: done", file=sys.stderr)
-    lines.append(f"Load average (1 min) at the end: {load_average()}.")
+    lines.append(f"Load average (1 min) {load_before} at the start, {load_average()} at the end.")
     text = "\n".join(lines) + "\n"
     out = Path(args.out)
     write_text(out / "attention_limits.md", text)
