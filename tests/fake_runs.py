@@ -3,7 +3,7 @@ report, grouping and compare tests. Nothing here writes a run file by hand."""
 import copy
 from pathlib import Path
 
-from cbamlab.engine import rundir
+from cbamlab.engine import rundir, runtime
 from cbamlab.engine.config import config_from_dict
 
 RECIPE = {
@@ -18,10 +18,19 @@ RECIPE = {
 }
 
 
+def env_as_fit_writes(cfg) -> dict:
+    """The entries of env.json that fit records and a run's result identity reads: the device and the precision
+    this machine (its `runtime.device_facts`, which a test may stand in for) resolves `cfg` to."""
+    device = runtime.select_device(cfg.train.device)
+    precision = runtime.precision_for(device, cfg.train.amp, cfg.train.channels_last)
+    return {"device": f"{device.type} (fake)", "precision": precision.as_dict()}
+
+
 def make_run(root, model="resnet20", seed=0, *, dataset="digits", top1=0.9, top5=0.99, epochs=3, recipe=None,
              complete=True, classes=("a", "b", "c"), per_class=None, reduction=16, device="cpu (test)",
-             params=270_000, macs=2_500_000, images_per_s=1000.0, latency_ms=2.0, path=None):
-    """OUT/<dataset>/<model>/seed<k>/ with config.yaml, metrics.csv, env.json and (when complete) summary.json."""
+             params=270_000, macs=2_500_000, images_per_s=1000.0, latency_ms=2.0, path=None, precision=None):
+    """OUT/<dataset>/<model>/seed<k>/ with config.yaml, metrics.csv, env.json and (when complete) summary.json.
+    `precision`: the `runtime.Precision` env.json records (None: none, as a run written by hand)."""
     d = copy.deepcopy(RECIPE)
     for section, values in (recipe or {}).items():
         d.setdefault(section, {}).update(values)
@@ -53,5 +62,6 @@ def make_run(root, model="resnet20", seed=0, *, dataset="digits", top1=0.9, top5
             "train_images_per_s": images_per_s, "inference_latency_ms": latency_ms, "wall_time_s": 9.0,
             "device": device, "torch_version": "2.14.1", "classes": list(classes), "per_class_accuracy": per_class,
             "confusion_matrix": cm})
-    rundir.write_env(run, {"python": "3.11", "torch": "2.14.1", "device": device})
+    rundir.write_env(run, {"python": "3.11", "torch": "2.14.1", "device": device,
+                           **({"precision": precision.as_dict()} if precision is not None else {})})
     return run

@@ -19,6 +19,7 @@ from cbamlab.engine.config import config_to_dict
 from cbamlab.errors import CbamlabError, ConfigError
 from cbamlab.experiments import compare
 from cbamlab.report import groups, tables
+from fake_runs import env_as_fit_writes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,6 +101,7 @@ class FakeFit:
         summary = {"status": "complete", "model": cfg.model.name, "dataset": cfg.data.name, "seed": cfg.seed,
                    "top1": top1, "top5": 1.0, "params": 1000, "macs": 2000, "device": "cpu", "torch_version": "x"}
         rundir.write_summary(out, summary)
+        rundir.write_env(out, env_as_fit_writes(cfg))
         return summary
 
 

@@ -18,6 +18,7 @@ from cbamlab.engine.runtime import available_cores
 from cbamlab.errors import ConfigError
 from cbamlab.experiments import compare
 from cbamlab.experiments.compare_shard import STUDY, parse_shard, take_shard
+from fake_runs import env_as_fit_writes
 
 TINY = ["train.epochs=1", "train.batch_size=256", "train.progress=false", "train.amp=none",
         "train.channels_last=false", "compare.variants=[resnet20,resnet20_cbam]", "compare.seeds=2"]
@@ -35,6 +36,7 @@ class FakeFit:
         summary = {"status": "complete", "model": cfg.model.name, "dataset": cfg.data.name, "seed": cfg.seed,
                    "top1": 0.5 + 0.01 * cfg.seed, "top5": 1.0, "params": 1, "macs": 1, "device": "cpu"}
         rundir.write_summary(out, summary)
+        rundir.write_env(out, env_as_fit_writes(cfg))
         return summary
 
 

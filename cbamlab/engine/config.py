@@ -38,6 +38,11 @@ MAX_WEIGHT_DECAY = 1.0
 # Field metadata of a key that does not change what a run computes (where it runs from, how it shows progress):
 # fit resumes, compare reuses, tune and the report group across such differences. `result_differences` reads it.
 NO_RESULT = {"affects_result": False}
+# Field metadata of a key whose "auto" each machine resolves when a run starts (runtime.resolve_precision,
+# select_device): a Zen 3 CPU trains train.amp=auto in float32, a Zen 4 one in bf16. What a run computes is the
+# resolved value, so a run's result identity holds that in place of the configured one (`result_identity`); fit
+# records it in the run's env.json.
+PER_MACHINE = {"per_machine": True}
 
 
 @dataclass
@@ -80,10 +85,10 @@ class TrainConfig:
     eval_test: bool = True            # False: the test split is never loaded (tuning)
     label_smoothing: float = 0.0
     grad_clip: Optional[float] = None  # max global grad norm
-    amp: str = "auto"                  # auto | none | bf16 (CPU and GPU) | fp16 (GPU, with a grad scaler)
-    channels_last: Union[bool, str] = "auto"  # true | false | auto (runtime.resolve_precision)
+    amp: str = field(default="auto", metadata=PER_MACHINE)  # auto | none | bf16 (CPU, GPU) | fp16 (GPU, grad scaler)
+    channels_last: Union[bool, str] = field(default="auto", metadata=PER_MACHINE)  # true | false | auto
     compile: bool = False
-    device: str = "auto"
+    device: str = field(default="auto", metadata=PER_MACHINE)
     threads: int = field(default=0, metadata=NO_RESULT)  # 0: one per available core
     deterministic: bool = True
     progress: bool = field(default=True, metadata=NO_RESULT)  # a tqdm bar, shown only on a terminal
@@ -339,14 +344,32 @@ def diff_configs(a: Config, b: Config) -> list[str]:
     return out
 
 
+def _keys_where(declared) -> list[str]:
+    """Dotted keys of the config's sections whose field metadata satisfies `declared`, in declaration order."""
+    return [f"{section.name}.{f.name}" for section in dataclasses.fields(Config)
+            if dataclasses.is_dataclass(section.default_factory)
+            for f in dataclasses.fields(section.default_factory) if declared(f.metadata)]
+
+
 def non_result_keys() -> set[str]:
     """Dotted keys declared `metadata=NO_RESULT`: they do not change what a run computes."""
-    out = set()
-    for section in dataclasses.fields(Config):
-        if dataclasses.is_dataclass(section.default_factory):
-            out |= {f"{section.name}.{f.name}" for f in dataclasses.fields(section.default_factory)
-                    if not f.metadata.get("affects_result", True)}
-    return out
+    return set(_keys_where(lambda m: not m.get("affects_result", True)))
+
+
+def per_machine_keys() -> list[str]:
+    """Dotted keys declared `metadata=PER_MACHINE`: "auto" resolves per machine (train.amp, train.channels_last,
+    train.device)."""
+    return _keys_where(lambda m: m.get("per_machine", False))
+
+
+def resolved_values(amp: str | None, eval_amp: str | None, channels_last: bool | None,
+                    device_type: str | None) -> dict:
+    """The per-machine keys as a run resolved them, in the form a result identity compares: the autocast dtype it
+    trained in, with the one it evaluated in where they differ ("bf16 (evaluation: none)": only train.amp=auto
+    does that), the memory layout and the device type ("cpu", "cuda"). None: not known."""
+    if amp is not None and eval_amp is not None and eval_amp != amp:
+        amp = f"{amp} (evaluation: {eval_amp})"
+    return {"train.amp": amp, "train.channels_last": channels_last, "train.device": device_type}
 
 
 def result_part(d: dict) -> dict:
@@ -357,11 +380,64 @@ def result_part(d: dict) -> dict:
             for k, v in d.items()}
 
 
-def result_differences(a: Config | dict, b: Config | dict) -> list[str]:
-    """Dotted keys whose values differ between two configs (or config mappings) in a way that changes a result.
-    The one rule behind fit's resume, compare's reuse, tune's base-config check and the report's grouping."""
-    fa, fb = (_flat(result_part(config_to_dict(c) if isinstance(c, Config) else c)) for c in (a, b))
+def result_identity(cfg: Config | dict, resolved: dict | None = None) -> dict:
+    """What a run's result depends on, as flat dotted keys: the config's result part (`result_part`) and, given
+    `resolved` (`resolved_values` of the machine the run ran or runs on), each per-machine key's resolved value in
+    place of its configured one. So "auto" that trained in bf16 on one machine and in float32 on another differs,
+    and train.amp=none pinned on one is train.amp=auto resolved to float32 on the other; a value not known (None)
+    equals only another not known."""
+    flat = _flat(result_part(config_to_dict(cfg) if isinstance(cfg, Config) else cfg))
+    if resolved is not None:
+        flat.update({k: resolved.get(k) for k in per_machine_keys()})
+    return flat
+
+
+def result_differences(a: Config | dict, b: Config | dict,
+                       resolved: tuple[dict | None, dict | None] | None = None) -> list[str]:
+    """Dotted keys whose values differ between two configs (or config mappings) in a way that changes a result;
+    with `resolved` = (a's, b's) what each resolved per machine (`result_identity`), else the configs alone.
+    The one rule behind fit's resume, compare's reuse and shard check, tune's base-config check and the report's
+    grouping."""
+    ra, rb = resolved if resolved is not None else (None, None)
+    if resolved is not None:  # a side that records nothing is "not known" on every per-machine key
+        ra, rb = ra or {}, rb or {}
+    fa, fb = result_identity(a, ra), result_identity(b, rb)
     return [k for k in sorted(set(fa) | set(fb)) if fa.get(k, _MISSING) != fb.get(k, _MISSING)]
+
+
+def per_machine_note(changed: list[str], theirs: dict | None, ours: dict | None) -> str:
+    """For a refusal that names `changed`: what the per-machine keys among them resolved to in the existing run or
+    study (`theirs`) and here (`ours`), and the --set flags that pin them here to its values; "" when none is
+    among them."""
+    keys = [k for k in per_machine_keys() if k in changed]
+    if not keys:
+        return ""
+    theirs, ours = theirs or {}, ours or {}
+    seen = "; ".join(f"{k} {_shown(theirs.get(k))} there, {_shown(ours.get(k))} here" for k in keys)
+    pins = [f"--set {k}={_as_override(theirs.get(k))}" for k in keys if _pinnable(k, theirs.get(k))]
+    how = [f"pin {'it' if len(pins) == 1 else 'them'} to its values: {' '.join(pins)}"] if pins else []
+    how += [f"{k} cannot be pinned to {_shown(theirs.get(k))}: continue on a machine that resolves it so"
+            for k in keys if not _pinnable(k, theirs.get(k))]
+    return f": {seen}; \"auto\" resolves per machine, so {'; '.join(how)}"
+
+
+def _shown(value) -> str:
+    return "not recorded" if value is None else repr(value)
+
+
+def _as_override(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _pinnable(key: str, value) -> bool:
+    """Whether `--set key=value` sets `value` (a resolved "bf16 (evaluation: none)" or an unknown one does not)."""
+    if value is None:
+        return False
+    try:
+        load_config(None, [f"{key}={_as_override(value)}"])
+    except ConfigError:
+        return False
+    return True
 
 
 def result_hash(cfg: Config | dict) -> str:

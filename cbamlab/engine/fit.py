@@ -22,6 +22,7 @@ from ..data import load_dataset, make_loaders, resolve_augment
 from ..data.preprocess import for_dataset as preprocess_for
 from ..errors import ConfigError
 from ..models import count_macs, count_params
+from ..models.attention import attn_impl_report
 from . import checkpoint as ckpt
 from . import distributed, provenance, rundir
 from .build import build_model, check_fits
@@ -30,10 +31,12 @@ from .config import Config, validate
 from .ema import ModelEma
 from .loop import evaluate, train_one_epoch
 from .optim import build_optimizer
-from .runtime import env_info, device_name, precision_for, seed_everything, select_device, set_threads
+from .runtime import (env_info, device_name, log_precision, precision_for, resolved, seed_everything,
+                      select_device, set_threads)
 from .schedules import build_schedule
 
 log = logging.getLogger(__name__)
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the dtype a CBAM sees under train.amp
 
 
 def _load_data(cfg: Config, device, dist=None):
@@ -95,15 +98,17 @@ def fit(cfg: Config, out_dir, *, resume: bool = False, on_epoch: Callable[[int, 
 
 def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
     main = dist is None or dist.main
-    mode = distributed.from_main(lambda: rundir.prepare(out, cfg, resume), dist)
+    device = dist.device if dist is not None else select_device(cfg.train.device)
+    precision = precision_for(device, cfg.train.amp, cfg.train.channels_last)  # "auto" resolved
+    # a run that trained with other resolved values (another machine's "auto") is not continued here
+    mode = distributed.from_main(lambda: rundir.prepare(out, cfg, resume, resolved(device, precision)), dist)
     if mode == "complete":
         log.info("%s is already complete; nothing to resume", out)
         return rundir.read_summary(out)
     set_threads(cfg.train.threads)
-    device = dist.device if dist is not None else select_device(cfg.train.device)
     seed_everything(cfg.seed, cfg.train.deterministic)
     info, loaders = _load_data(cfg, device, dist)  # a model that does not fit the data is refused in there
-    precision = precision_for(device, cfg.train.amp, cfg.train.channels_last)  # "auto" resolved, logged
+    log_precision(precision)
     train_loader = loaders.train  # under DDP: this rank's share (cbamlab.data.shard)
     model = build_model(cfg.model, info.num_classes, info.in_chans, seed=cfg.seed).to(device)
     if cfg.train.sync_bn:
@@ -136,8 +141,10 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
         rundir.write_config(out, cfg)
     if main:
         rundir.write_env(out, {**env_info(device), "world_size": dist.world if dist else 1,
-                               "precision": precision.as_dict(),
-                               "code": provenance.code_version()})  # the commit the run's numbers came from
+                               "precision": precision.as_dict(),  # with "device": what rundir.read_resolved reads
+                               "code": provenance.code_version(),  # the commit the run's numbers came from
+                               "attention": attn_impl_report(model, device.type, _AMP_DTYPES.get(precision.amp,
+                                                                                                 torch.float32))})
 
     net = torch.compile(model) if cfg.train.compile else model
     if dist is not None:

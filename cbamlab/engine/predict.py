@@ -17,7 +17,7 @@ from . import rundir
 from .build import build_model, check_fits
 from .config import Config
 from .loop import evaluate
-from .runtime import select_device, set_threads
+from .runtime import precision_for, select_device, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,12 @@ def evaluate_config(model: nn.Module, cfg: Config, split: str | None = None) -> 
     loader = getattr(loaders, split)
     if loader is None:
         raise CbamlabError(f"dataset '{d.name}' has no {split} split here (data.val_fraction={d.val_fraction})")
+    precision = precision_for(device, cfg.train.amp, cfg.train.channels_last)  # "auto" as fit resolves it here
     model = model.to(device)
-    if cfg.train.channels_last:
+    if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    out = evaluate(model, loader, device=device, num_classes=bundle.info.num_classes, amp=cfg.train.amp,
-                   channels_last=cfg.train.channels_last, tta=cfg.eval.tta)
+    out = evaluate(model, loader, device=device, num_classes=bundle.info.num_classes, amp=precision.eval_amp,
+                   channels_last=precision.channels_last, tta=cfg.eval.tta)
     out["split"] = split
     out["classes"] = list(bundle.info.classes)
     return out

@@ -17,7 +17,7 @@ from .. import _io
 from ..errors import CbamlabError, CheckpointError, ConfigError
 from . import checkpoint as ckpt
 from . import provenance
-from .config import Config, config_from_dict, dump_config, read_yaml
+from .config import Config, config_from_dict, dump_config, read_yaml, resolved_values
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,20 @@ def read_env(run_dir) -> dict:
     return _read_json(Path(run_dir) / ENV) or {}
 
 
+def resolved_from_env(env: dict) -> dict:
+    """What a run resolved its per-machine keys to (`config.resolved_values`), from its env.json: the precision
+    fit records there as the run starts, and the device type, the first word of its "device" ("cpu (AMD EPYC, 2
+    threads)", as runtime.device_name writes it). What env.json does not record is not known (None)."""
+    precision = env.get("precision") if isinstance(env.get("precision"), dict) else {}
+    device = env.get("device")
+    return resolved_values(precision.get("amp"), precision.get("eval_amp"), precision.get("channels_last"),
+                           device.split(" ", 1)[0] if isinstance(device, str) and device else None)
+
+
+def read_resolved(run_dir) -> dict:
+    return resolved_from_env(read_env(run_dir))
+
+
 def is_complete(run_dir) -> bool:
     s = read_summary(run_dir)
     return bool(s) and s.get("status") == "complete"
@@ -219,6 +233,11 @@ class Run:
             raise RunDirError(f"{self.path}: no seed in {SUMMARY} or {CONFIG}")
         return int(seed)
 
+    @property
+    def resolved(self) -> dict:
+        """What the run resolved its per-machine keys to (`resolved_from_env`): part of its result identity."""
+        return resolved_from_env(self.env)
+
     def column(self, name: str) -> list:
         """One metrics column over the epochs (None where not measured)."""
         return [row.get(name) for row in self.metrics] if any(name in row for row in self.metrics) else []
@@ -264,9 +283,10 @@ def _contents(run_dir: Path) -> list[str]:
     return names if len(names) <= 6 else names[:6] + [f"... ({len(names)} in all)"]
 
 
-def prepare(run_dir, cfg: Config, resume: bool) -> str:
+def prepare(run_dir, cfg: Config, resume: bool, resolved: dict | None = None) -> str:
     """Check `run_dir` may be used by this process, which holds its claim; returns "fresh", "resume" (a state
-    to load) or "complete".
+    to load) or "complete". `resolved`: what this process resolved its per-machine keys to (`runtime.resolved`):
+    a run that trained (or finished) with other values, as its env.json records them, is refused too.
 
     A new folder, or one holding only temp files a killed writer left, starts fresh. Anything else must be a
     cbamlab run (a config.yaml that reads back) and is used only with resume=True and a config that differs in
@@ -297,7 +317,8 @@ def prepare(run_dir, cfg: Config, resume: bool) -> str:
     state = run_dir / LAST_STATE
     has_state = state.is_file()
     recorded = provenance.read_record(state) if has_state else None
-    refusal = provenance.resume_refusal(run_dir, on_disk, cfg, recorded, CONFIG)
+    trained = (read_resolved(run_dir), resolved) if resolved is not None and (has_state or complete) else None
+    refusal = provenance.resume_refusal(run_dir, on_disk, cfg, recorded, CONFIG, trained)
     if refusal:
         raise RunDirError(refusal)
     if has_state and recorded is None:

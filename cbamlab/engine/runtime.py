@@ -16,6 +16,7 @@ import torch
 
 from .. import __version__
 from ..errors import ConfigError
+from .config import resolved_values
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +138,26 @@ def resolve_precision(amp: str, channels_last, facts: DeviceFacts) -> Precision:
 
 
 def precision_for(device: torch.device, amp: str, channels_last) -> Precision:
-    """`resolve_precision` on this device's facts, logged."""
-    precision = resolve_precision(amp, channels_last, device_facts(device))
+    """`resolve_precision` on this device's facts."""
+    return resolve_precision(amp, channels_last, device_facts(device))
+
+
+def log_precision(precision: Precision) -> None:
     log.info("precision: amp %s (evaluation %s), channels_last %s (%s)", precision.amp, precision.eval_amp,
              precision.channels_last, precision.reason)
-    return precision
+
+
+def resolved(device: torch.device, precision: Precision) -> dict:
+    """What a run on `device` in `precision` resolved its per-machine keys to (`config.resolved_values`): part of
+    its result identity."""
+    return resolved_values(precision.amp, precision.eval_amp, precision.channels_last, device.type)
+
+
+def resolved_here(train) -> dict:
+    """What this machine resolves the per-machine keys of `train` (a TrainConfig) to, before anything trains:
+    what compare holds against the runs and the study record it finds."""
+    device = select_device(train.device)
+    return resolved(device, precision_for(device, train.amp, train.channels_last))
 
 
 def autocast(device: torch.device, amp: str):

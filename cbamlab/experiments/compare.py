@@ -28,9 +28,10 @@ from pathlib import Path
 import yaml
 
 from ..data import list_datasets
-from ..engine.config import (config_from_dict, config_to_dict, load_config, read_yaml, result_differences,
-                             split_sections)
-from ..engine.rundir import CONFIG, is_complete, load_run_config
+from ..engine.config import (config_from_dict, config_to_dict, load_config, per_machine_note, read_yaml,
+                             result_differences, split_sections)
+from ..engine.rundir import CONFIG, is_complete, load_run_config, read_resolved
+from ..engine.runtime import resolved_here
 from ..errors import CbamlabError, ConfigError, suggest, unknown
 from ..models import list_models
 from .compare_shard import check_study, run_workers, study_grid, take_shard, train_one
@@ -172,13 +173,16 @@ def plan(base_cfg, variants, seeds, out_dir, datasets=None) -> list[PlannedRun]:
     return runs
 
 
-def _check_reusable(run: PlannedRun) -> None:
-    """A finished run is reused only if its config differs from this one in nothing that changes a result
-    (`result_differences`: the rule by which fit resumes a run)."""
-    changed = result_differences(load_run_config(run.path), run.cfg)
+def _check_reusable(run: PlannedRun, here: dict) -> None:
+    """A finished run is reused only if its config, and what it resolved per machine, differ from this one's and
+    from what this machine resolves (`here`) in nothing that changes a result (`result_differences`: the rule by
+    which fit resumes a run)."""
+    there = read_resolved(run.path)
+    changed = result_differences(load_run_config(run.path), run.cfg, (there, here))
     if changed:
-        raise CbamlabError(f"{run.path} holds a finished run with another config ({', '.join(changed)} differ); "
-                           "use another --out, or delete that run to retrain it")
+        raise CbamlabError(f"{run.path} holds a finished run with another config ({', '.join(changed)} differ"
+                           f"{per_machine_note(changed, there, here)}); use another --out, or delete that run to "
+                           "retrain it")
 
 
 def run_compare(base_cfg, variants, seeds, out_dir, datasets=None, *, report: bool | None = None,
@@ -194,10 +198,11 @@ def run_compare(base_cfg, variants, seeds, out_dir, datasets=None, *, report: bo
     if workers < 1:
         raise ConfigError(f"--workers {workers}: must be >= 1")
     result = CompareResult(out_dir=out_dir)
+    here = resolved_here(base_cfg.train)  # what "auto" precision, layout and device become on this machine
     done = [r for r in runs if is_complete(r.path)]
     for r in done:
-        _check_reusable(r)
-    check_study(out_dir, base_cfg, study_grid(variants, seeds, datasets), sharded=shard is not None)
+        _check_reusable(r, here)
+    check_study(out_dir, base_cfg, study_grid(variants, seeds, datasets), sharded=shard is not None, resolved=here)
     mine = take_shard(runs, shard)
     log.info("compare: %d runs (%d finished, reused), %d to train into %s%s", len(runs), len(done),
              len(runs) - len(done), out_dir, f"; shard {shard[0]}/{shard[1]}: {len(mine)} of them" if shard else "")

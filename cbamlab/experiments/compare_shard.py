@@ -9,9 +9,11 @@ unsharded compare beside the shards); a run held by another process is left to i
 killed process is taken over, so rerunning a killed shard finishes its runs. `cbamlab report OUT` joins the
 shards; the last shard to finish writes the report itself.
 
-The first process of a study records its recipe and grid in OUT/compare.json; every later one (any shard)
-is checked against it before anything is written, so a shard started with another config is refused with
-the keys that differ instead of adding runs of another recipe.
+The first process of a study records its recipe, grid and what its machine resolves the per-machine keys to
+(train.amp, train.channels_last, train.device: "auto" is bf16 on one CPU, float32 on another) in
+OUT/compare.json; every later one (any shard) is checked against it before anything is written, so a shard
+started with another config, or on a machine that resolves "auto" otherwise, is refused with the keys that
+differ instead of adding runs of another recipe.
 
 `--workers K` trains K runs at once in K worker processes, each with cores // K intra-op threads, instead of
 K runs fighting over every core.
@@ -30,7 +32,7 @@ import torch
 
 from .. import _io, engine  # engine.fit is looked up at call time (tests stand in for it)
 from ..engine.claim import RunDirInUse, claim_run_dir
-from ..engine.config import config_to_dict, result_differences, with_defaults
+from ..engine.config import config_to_dict, per_machine_note, result_differences, with_defaults
 from ..engine.rundir import CONFIG, is_complete, read_summary
 from ..engine.runtime import available_cores
 from ..errors import CbamlabError, ConfigError
@@ -67,20 +69,25 @@ def study_grid(variants, seeds, datasets) -> dict:
     return {"variants": list(variants), "seeds": [int(s) for s in seeds], "datasets": list(datasets or [])}
 
 
-def check_study(out_dir, base_cfg, grid: dict, *, sharded: bool) -> None:
-    """Refuse a recipe (or, for a shard, a grid) other than the one OUT/compare.json records; record it when
-    this is the study's first process. Nothing is written when it refuses."""
+def check_study(out_dir, base_cfg, grid: dict, *, sharded: bool, resolved: dict | None = None) -> None:
+    """Refuse a recipe (or, for a shard, a grid, or what this machine resolves the per-machine keys to:
+    `resolved`) other than the one OUT/compare.json records; record it when this is the study's first process.
+    Nothing is written when it refuses. A record written before cbamlab recorded the resolved values is checked
+    on its recipe; its finished runs are checked one by one against this machine (compare's reuse check)."""
     path = Path(out_dir) / STUDY
     recipe = config_to_dict(base_cfg)
     record = _read_record(path)
     if record is None:
-        record = _record_once(path, {"recipe": recipe, **grid})
+        record = _record_once(path, {"recipe": recipe, **({"resolved": resolved} if resolved else {}), **grid})
     ignore = _PER_RUN | ({"data.name"} if grid["datasets"] or record.get("datasets") else set())
     recorded = with_defaults(record["recipe"])  # keys added since take their defaults, as in the runs' configs
-    changed = [k for k in result_differences(recorded, recipe) if k not in ignore]
+    there = record.get("resolved")
+    both = (there, resolved) if isinstance(there, dict) and resolved is not None else None
+    changed = [k for k in result_differences(recorded, recipe, both) if k not in ignore]
     if changed:
-        raise CbamlabError(f"{out_dir} is a comparison started with another config ({', '.join(changed)} differ): "
-                           "give every shard the same --config and --set, or use another --out")
+        raise CbamlabError(f"{out_dir} is a comparison started with another config ({', '.join(changed)} differ"
+                           f"{per_machine_note(changed, there, resolved)}): give every shard the same --config "
+                           "and --set, or use another --out")
     mine = {k: grid[k] for k in ("variants", "seeds", "datasets")}
     if sharded and mine != {k: record.get(k) for k in mine}:
         raise CbamlabError(f"{out_dir} is a comparison of another grid ({record.get('variants')}, seeds "

@@ -3,8 +3,8 @@ its whole schedule fitted to its own length, e.g. one-cycle), final test top-1 a
 
 A per-epoch curve of one long run does not say what a shorter budget buys, because a schedule fitted to the
 budget anneals earlier; runs at several budgets do. The report finds such runs by itself: groups of one dataset
-whose recipes differ only in `train.epochs` (and `eval.every`, which follows it) form a sweep, shown as a table
-and a figure.
+whose recipes differ only in `train.epochs` (and `eval.every`, which follows it), and whose runs resolved the
+per-machine keys alike (`Group.resolved`), form a sweep, shown as a table and a figure.
 """
 from __future__ import annotations
 
@@ -45,9 +45,10 @@ def _without_budget(recipe: dict) -> str:
 def sweeps(groups: list[Group]) -> list[list[Group]]:
     """Per dataset, the groups whose recipes differ only in the budget keys, ordered by epochs; only sets of two
     or more budgets count as a sweep."""
-    by_key: dict[tuple[str, str], list[Group]] = {}
+    by_key: dict[tuple[str, str, str], list[Group]] = {}
     for g in groups:
-        by_key.setdefault((g.dataset, _without_budget(g.recipe)), []).append(g)
+        key = (g.dataset, _without_budget(g.recipe), json.dumps(g.resolved, sort_keys=True, default=str))
+        by_key.setdefault(key, []).append(g)
     return [sorted(gs, key=lambda g: int(g.recipe["train"]["epochs"])) for gs in by_key.values() if len(gs) > 1]
 
 

@@ -2,9 +2,11 @@
 variants paired by seed.
 
 A recipe is the part of a run's config that changes a result (`engine.config.result_part`) minus what a
-comparison varies on purpose: the seed, the model name and its attention options. Runs whose recipes differ are
-never pooled; they land in separate groups, and the report shows each group on its own. Within a group, a model
-whose runs differ in an attention option becomes several variants, labelled with the options that differ.
+comparison varies on purpose: the seed, the model name and its attention options. Runs are pooled only where
+their result identities (`engine.config.result_identity`: the recipe, with what each run resolved "auto"
+precision, memory layout and device to, as its env.json records) are equal; the others land in separate groups,
+and the report shows each group on its own. Within a group, a model whose runs differ in an attention option
+becomes several variants, labelled with the options that differ.
 """
 from __future__ import annotations
 
@@ -12,11 +14,11 @@ import json
 import logging
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engine.config import result_differences, result_part, with_defaults
+from ..engine.config import per_machine_keys, result_differences, result_identity, result_part, with_defaults
 from ..engine.rundir import Run, find_runs
 from ..errors import CbamlabError
 from ..models import model_info
@@ -29,12 +31,15 @@ _ATTN_ORDER = {"none": 0, "se": 1, "cbam": 2}
 
 @dataclass
 class Group:
-    """Complete runs of one dataset under one recipe. `variants` in display order (plain first), `runs[v][seed]`."""
+    """Complete runs of one dataset under one recipe. `variants` in display order (plain first), `runs[v][seed]`.
+    `recipe`: as its first run's config gives it (`recipe_of`); `resolved`: what its runs resolved the per-machine
+    keys to (`Run.resolved`), the same for all of them."""
 
     dataset: str
     recipe: dict
     variants: list[str]
     runs: dict[str, dict[int, Run]]
+    resolved: dict = field(default_factory=dict)
 
     def seeds(self, variant: str) -> list[int]:
         return sorted(self.runs[variant])
@@ -96,6 +101,30 @@ def recipe_differences(a: dict, b: dict) -> list[str]:
     return [f"{k}: {fa.get(k, '-')} vs {fb.get(k, '-')}" for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
 
 
+def group_differences(a: Group, b: Group) -> list[str]:
+    """Why two groups are not pooled: `recipe_differences` but in the per-machine keys, then 'key (resolved): x vs
+    y' for each per-machine key their runs resolved otherwise (what they were configured to is not what counts:
+    train.amp=none and an "auto" that resolved to none train alike)."""
+    def configured(recipe: dict) -> dict:
+        return {s: ({k: v for k, v in values.items() if f"{s}.{k}" not in per_machine_keys()}
+                    if isinstance(values, dict) else values) for s, values in recipe.items()}
+
+    def shown(value) -> str:
+        return "not recorded" if value is None else str(value)
+    return recipe_differences(configured(a.recipe), configured(b.recipe)) + [
+        f"{k} (resolved): {shown(a.resolved.get(k))} vs {shown(b.resolved.get(k))}"
+        for k in per_machine_keys() if a.resolved.get(k) != b.resolved.get(k)]
+
+
+_PER_RUN = {"seed", "model.name", *(f"model.{k}" for k in ATTN_OPTIONS)}  # what a comparison varies on purpose
+
+
+def identity_of(run: Run) -> dict:
+    """The run's result identity (`result_identity`, with what it resolved per machine) minus what a comparison
+    varies on purpose: runs are pooled where these are equal."""
+    return {k: v for k, v in result_identity(with_defaults(run.config), run.resolved).items() if k not in _PER_RUN}
+
+
 def _variant_label(run: Run, varying: list[str]) -> str:
     opts = run.config.get("model") or {}
     extra = [f"{k}={opts.get(k)}" for k in varying]
@@ -122,11 +151,12 @@ def group_runs(runs: list[Run]) -> list[Group]:
     by_key: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for run in runs:
         if run.complete:
-            key = json.dumps(recipe_of(run.config), sort_keys=True, default=str)
-            by_key[(run.dataset, key)].append(run)
+            by_key[(run.dataset, json.dumps(identity_of(run), sort_keys=True, default=str))].append(run)
+    recipes = {key: recipe_of(members[0].config) for key, members in by_key.items()}
     groups = []
-    # per dataset, the largest comparison first
-    for (dataset, key), members in sorted(by_key.items(), key=lambda kv: (kv[0][0], -len(kv[1]), kv[0][1])):
+    # per dataset, the largest comparison first, then in the order of the recipes
+    for (dataset, key), members in sorted(by_key.items(), key=lambda kv: (
+            kv[0][0], -len(kv[1]), json.dumps(recipes[kv[0]], sort_keys=True, default=str), kv[0][1])):
         per_model: dict[str, list[Run]] = defaultdict(list)
         for run in members:
             per_model[run.model].append(run)
@@ -140,7 +170,9 @@ def group_runs(runs: list[Run]) -> list[Group]:
                                    f"{run.path}; remove one or report them separately")
             table[label][run.seed] = run
         variants = sorted(table, key=variant_order)
-        groups.append(Group(dataset=dataset, recipe=json.loads(key), variants=variants, runs=dict(table)))
+        resolved = {k: members[0].resolved[k] for k in per_machine_keys()}
+        groups.append(Group(dataset=dataset, recipe=recipes[(dataset, key)], variants=variants, runs=dict(table),
+                            resolved=resolved))
     return groups
 
 

@@ -15,7 +15,7 @@ import yaml
 from .. import _io
 from ..engine.rundir import Run
 from . import budget, convergence, plots, tables
-from .groups import Group, load_groups, recipe_differences
+from .groups import Group, group_differences, load_groups
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def build_sections(groups: list[Group]) -> list[Section]:
                 slug, title = f"{slug}-recipe{i}", f"{dataset}, recipe {i} of {len(gs)}"
                 for j, other in enumerate(gs, start=1):
                     if other is not g:
-                        diffs = recipe_differences(g.recipe, other.recipe)
+                        diffs = group_differences(g, other)
                         notes.append(f"Not pooled with recipe {j}: the recipes differ in " + "; ".join(diffs[:8])
                                      + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "") + ".")
             seeds = sorted({s for v in g.variants for s in g.seeds(v)})
