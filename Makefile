@@ -13,10 +13,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
+	$(VENV)/bin/cbamlab native
 	$(VENV)/bin/cbamlab compare --out runs/demo
 	$(VENV)/bin/cbamlab explain runs/demo --n 32 --out runs/demo/explain
 
 test: $(STAMP)
+	$(VENV)/bin/cbamlab native
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -146,7 +146,7 @@ def test_attn_options_one_vocabulary_and_checks():
     assert ATTN_OPTIONS == tuple(f.name for f in dataclasses.fields(AttnOptions))
     assert AttnOptions() == AttnOptions(reduction=16, kernel_size=7, arrangement="channel_first",
                                         spatial_bn_zero_init=True, pool_types=("avg", "max"), keep_map=False,
-                                        attn_impl="fast")
+                                        attn_impl="auto")
     opts = AttnOptions(reduction=np.int64(8), kernel_size=np.int32(3), pool_types=["max"])
     assert (opts.reduction, opts.kernel_size, opts.pool_types) == (8, 3, ("max",))
     assert type(opts.reduction) is int and type(opts.kernel_size) is int
@@ -156,7 +156,7 @@ def test_attn_options_one_vocabulary_and_checks():
             positive_int(bad, "n")
     for kw, message in [(dict(reduction=True), "reduction must be a positive integer"),
                         (dict(kernel_size=np.int64(4)), "kernel size must be a positive odd integer"),
-                        (dict(attn_impl="slow"), r"unknown attention implementation 'slow'.*fast, reference"),
+                        (dict(attn_impl="slow"), r"unknown attention implementation 'slow'.*auto, native, reference"),
                         (dict(pool_types=()), "at least one pool type")]:
         with pytest.raises(CbamlabError, match=message):
             AttnOptions(**kw)
@@ -172,6 +172,6 @@ def test_get_attn_takes_an_options_object_and_overrides():
     cbam = get_attn("cbam", AttnOptions(reduction=np.int64(4), attn_impl="reference"), kernel_size=3)(64)
     assert cbam.channel.mlp[0].out_features == 16 and cbam.spatial.conv.kernel_size == (3, 3)
     assert cbam.attn_impl == "reference"
-    assert get_attn("cbam")(64).attn_impl == "fast"
+    assert get_attn("cbam")(64).attn_impl == "auto"
     assert get_attn("channel", attn_impl="reference")(32).attn_impl == "reference"
     assert isinstance(get_attn("se", attn_impl="reference")(32), SE)  # SE has one implementation: ignored

@@ -19,7 +19,7 @@ def bench():
 
 
 def test_smoke_writes_every_row(bench, tmp_path, capsys):
-    variants = ["plain", "se", "cbam_reference", "cbam_fast", "timm_cbam"]
+    variants = ["plain", "se", "cbam_reference", "cbam_native", "timm_cbam"]
     assert bench.main(["--quick", "--only", "resnet20", "--modes", "fp32,bf16_channels_last", "--batch", "2",
                        "--image-size", "8", "--variants", ",".join(variants), "--out", str(tmp_path)]) == 0
     with open(tmp_path / "bench_attention.csv", newline="") as f:

@@ -34,7 +34,7 @@ def test_smoke_table_floor_and_profile(limits, tmp_path):
     floor, measured = map(float, re.search(r"step ratio of \*\*x([\d.]+)\*\* against the measured \*\*x([\d.]+)",
                                            md).groups())
     assert floor >= 1.0 and measured > 0
-    assert "`_CBAMFunctionBackward`" in md  # the fast path's backward ran and was profiled
+    assert "`cbamlab::cbam_backward`" in md  # the native operator's backward ran and was profiled
     assert "torch threads" in md and "Load average" in md
 
 

@@ -97,6 +97,8 @@ class FullDisk:
     ("optim.eps=inf", ["optim.eps=", "finite"]),
     ("train.grad_clip=inf", ["train.grad_clip=", "finite"]),
     ("optim.betas=[0.9, .nan]", ["optim.betas=", "finite"]),
+    ("model.attn_impl=fast", ["model.attn_impl", "'fast'", "auto, native, reference"]),
+    ("model.attn_impl=3", ["model.attn_impl", "auto, native, reference"]),
 ])
 
 def test_config_values_out_of_range(capsys, override, words):

@@ -60,6 +60,10 @@ def test_run_directory_contents(finished):
     env = json.loads((out / "env.json").read_text())
     assert {"python", "torch", "platform", "cpu", "threads", "device"} <= set(env)
     assert env["code"] == provenance.code_version() and env["code"]["cbamlab"] == cbamlab.__version__
+    attention = env["attention"]  # what the CBAMs ran: the setting, the choice, the native build's status
+    assert attention["attn_impl"] == [cfg.model.attn_impl] == ["auto"]
+    assert attention["runs"] == (["native"] if attention["native"]["available"] else ["reference"])
+    assert (attention["why_reference"] is None) == attention["native"]["available"]
     state = torch.load(out / "checkpoints" / "last.state.pt", weights_only=True)
     assert state["epoch"] == 2 and len(state["history"]) == 2
     weights, meta = ckpt.load_weights(out / "checkpoints" / "last.safetensors")

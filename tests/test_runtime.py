@@ -64,7 +64,7 @@ def test_config_keys(override, key, value):
 
 def test_config_defaults_and_bad_values():
     cfg = load_config()
-    assert (cfg.train.amp, cfg.train.channels_last, cfg.model.attn_impl) == ("auto", "auto", "fast")
+    assert (cfg.train.amp, cfg.train.channels_last, cfg.model.attn_impl) == ("auto", "auto", "auto")
     assert load_config({"train": {"channels_last": True}}).train.channels_last is True  # YAML bool
     assert load_config(None, ["model.attn_impl=reference"]).model.attn_impl == "reference"
     with pytest.raises(ConfigError, match="train.channels_last"):
@@ -73,7 +73,7 @@ def test_config_defaults_and_bad_values():
         load_config({"train": {"channels_last": 3}})
     with pytest.raises(ConfigError, match="unknown train.amp 'bf32'"):
         load_config(None, ["train.amp=bf32"])
-    with pytest.raises(ConfigError, match="unknown model.attn_impl 'slow'.*fast, reference"):
+    with pytest.raises(ConfigError, match="unknown model.attn_impl 'slow'.*auto, native, reference"):
         load_config(None, ["model.attn_impl=slow"])
 
 

@@ -20,7 +20,7 @@ from ..errors import CbamlabError
 
 # Order is the order of `cbamlab --help`.
 COMMAND_MODULES = ("train", "evaluate", "predict", "export", "compare", "report", "tune",
-                   "explain", "summary", "datasets")
+                   "explain", "summary", "datasets", "native")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -52,8 +52,9 @@ class ModelConfig:
     kernel_size: int = 7
     arrangement: str = "channel_first"
     spatial_bn_zero_init: bool = True
-    # fast | reference: one CBAM computed two ways (models/attention_fast.py), as threads change only rounding
-    attn_impl: str = field(default="fast", metadata=NO_RESULT)
+    # auto | native | reference: one CBAM computed two ways (models/native/), as threads change only rounding;
+    # auto runs the native operator where it is built and supports the call, else the reference
+    attn_impl: str = field(default="auto", metadata=NO_RESULT)
     shortcut: Optional[str] = None
     width: int = 1                     # He et al.'s CIFAR nets: stage widths 16k/32k/64k (WRN-style)
     pretrained: Optional[str] = None   # a weights file whose backbone is loaded (load_backbone)

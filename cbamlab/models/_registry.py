@@ -66,15 +66,16 @@ def model_info(name: str) -> ModelInfo:
 
 def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, *, reduction: int = 16,
                  kernel_size: int = 7, arrangement: str = "channel_first", spatial_bn_zero_init: bool = True,
-                 attn_impl: str = "fast", shortcut: str | None = None, width: int = 1,
+                 attn_impl: str = "auto", shortcut: str | None = None, width: int = 1,
                  pretrained: bool | str | None = None, attn: AttnOptions | None = None, **kw) -> nn.Module:
     """Build the registered model `name`.
 
     The attention options (`reduction`, `kernel_size`, `arrangement`, `spatial_bn_zero_init`, `attn_impl`, and
     `pool_types`, `keep_map` through `kw`) apply to whatever attention the model has: SE uses `reduction` alone
     and plain models ignore them all, so one setting can sweep a whole variant list. `attn=AttnOptions(...)`
-    gives them all at once (the keywords then only override what `kw` names). `attn_impl` is "fast" (default)
-    or "reference": the same CBAM (math, parameters, state_dict) computed two ways. `shortcut` is "A" or "B"; None takes
+    gives them all at once (the keywords then only override what `kw` names). `attn_impl` is "auto" (default:
+    the native operator where it runs, else the reference), "native" or "reference": the same CBAM (math,
+    parameters, state_dict) computed two ways. `shortcut` is "A" or "B"; None takes
     the model's default (A for resnet20..110, B otherwise). `width` (resnet20..110 only) multiplies their
     stage widths, 16k/32k/64k with the stem at 16 (WRN-style); 1 is the original network. `pretrained`: True or "torchvision" loads
     torchvision's ImageNet weights for the plain twin (needs the network), a path loads a local weights file;

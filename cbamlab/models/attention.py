@@ -6,10 +6,11 @@ F' = Mc(F) * F, F'' = Ms(F') * F'. The layer shapes follow the authors' referenc
 no bias) + BatchNorm2d(1) for the spatial gate. SE (Hu et al., CVPR 2018) is the channel gate with average
 pooling alone, the rival baseline of the paper.
 
-The modules here are the readable reference. `CBAM(attn_impl="fast")` (the default) computes the same
-function with the same parameters through `attention_fast`, which a test holds equal to this reference
-(outputs and every gradient). Max pooling sends the whole gradient of a tie to the first maximum (lowest
-channel index, first position in row-major order): both implementations pool with `max(dim).values`.
+The modules here are the readable reference. `CBAM(attn_impl="auto")` (the default) computes the same
+function with the same parameters through the native operator (`native`: one fused C++ operator per direction)
+where it is built and supports the call, which tests hold equal to this reference (outputs and every gradient).
+Max pooling sends the whole gradient of a tie to the first maximum (lowest channel index, first position in
+row-major order): both implementations pool with `max(dim).values`.
 
 Every gate can keep its last attention map (`keep_map = True`, off by default) in `last_map`, detached,
 for visualisation.
@@ -24,10 +25,11 @@ import torch
 from torch import nn
 
 from ..errors import CbamlabError, unknown
-from .attention_fast import cbam_forward
+from . import native
 from .options import ARRANGEMENTS, ATTN_IMPLS, POOL_TYPES, AttnOptions, odd_kernel, positive_int
 
 __all__ = ["ChannelGate", "SpatialGate", "CBAM", "SE", "get_attn", "list_attn", "no_attention", "set_attn_impl",
+           "attn_impl_report",
            "AttnOptions", "ARRANGEMENTS", "ATTN_IMPLS", "POOL_TYPES"]
 
 
@@ -123,13 +125,15 @@ class CBAM(nn.Module):
 
     `arrangement` gives the ablation of the paper's Table 3: "channel_first" (F'' = Ms(Mc(F) F) Mc(F) F),
     "spatial_first" (the spatial gate first), "parallel" (both maps computed from F: F'' = Mc(F) Ms(F) F).
-    `spatial=False` leaves channel attention alone. `attn_impl`: "fast" (default) or "reference", the same
-    function and parameters (see `attention_fast`); it can be changed at any time (`set_attn_impl`).
+    `spatial=False` leaves channel attention alone. `attn_impl`: "auto" (default: the native operator where it
+    is built and supports the call, else the reference, with one log line saying why), "native" (an error where
+    it cannot run) or "reference"; the same function and parameters. It can be changed at any time
+    (`set_attn_impl`).
     """
 
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7,
                  arrangement: str = "channel_first", spatial: bool = True, spatial_bn_zero_init: bool = True,
-                 pool_types=("avg", "max"), keep_map: bool = False, attn_impl: str = "fast"):
+                 pool_types=("avg", "max"), keep_map: bool = False, attn_impl: str = "auto"):
         super().__init__()
         AttnOptions(arrangement=arrangement, attn_impl=attn_impl)  # checks both
         self.arrangement = arrangement
@@ -138,12 +142,21 @@ class CBAM(nn.Module):
         self.spatial = SpatialGate(kernel_size, spatial_bn_zero_init, keep_map=keep_map) if spatial else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.attn_impl == "fast":
-            return cbam_forward(self, x)
+        if self.attn_impl != "reference":
+            reason = native.unsupported(self, x)
+            if reason is None:
+                return native.run(self, x)
+            if self.attn_impl == "native":
+                raise CbamlabError(f"attn_impl='native' cannot run this CBAM: {reason}")
+            native.note_fallback(reason)
         return self.forward_reference(x)
 
+    def impl_for(self, x: torch.Tensor) -> str:
+        """The implementation a call on `x` runs: "native" or "reference"."""
+        return "native" if self.attn_impl != "reference" and native.unsupported(self, x) is None else "reference"
+
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The paper's formula, step by step (the spec the fast path is tested against)."""
+        """The paper's formula, step by step (the spec the native operator is tested against)."""
         if self.spatial is None:
             return self.channel(x)
         if self.arrangement == "channel_first":
@@ -206,8 +219,23 @@ def get_attn(name: str | None, options: AttnOptions | None = None, **overrides) 
     return functools.partial(builder, **options.pick(accepted))
 
 
+def attn_impl_report(model: nn.Module, device_type: str, dtype: torch.dtype) -> dict | None:
+    """What a model's CBAMs run for inputs on `device_type` in `dtype` (recorded in a run's env.json): the
+    `attn_impl` settings, the implementations chosen ("native", "reference"), why not native where not, and the
+    native operator's build status. None for a model without CBAM."""
+    cbams = [m for m in model.modules() if isinstance(m, CBAM)]
+    if not cbams:
+        return None
+    reasons = {"reference" if m.attn_impl == "reference" else native.unsupported_for(m, device_type, dtype)
+               for m in cbams}
+    runs = sorted("native" if r is None else "reference" for r in reasons)
+    return {"attn_impl": sorted({m.attn_impl for m in cbams}), "runs": sorted(set(runs)),
+            "why_reference": sorted(r for r in reasons if r not in (None, "reference")) or None,
+            "native": native.status()}
+
+
 def set_attn_impl(model: nn.Module, impl: str) -> int:
-    """Switch every CBAM in `model` to `impl` ("fast" or "reference"); returns how many were switched."""
+    """Switch every CBAM in `model` to `impl` ("auto", "native" or "reference"); returns how many were switched."""
     AttnOptions(attn_impl=impl)
     modules = [m for m in model.modules() if isinstance(m, CBAM)]
     for m in modules:

@@ -13,7 +13,7 @@ from ..errors import CbamlabError, unknown
 
 POOL_TYPES = ("avg", "max", "lp", "lse")
 ARRANGEMENTS = ("channel_first", "spatial_first", "parallel")
-ATTN_IMPLS = ("fast", "reference")
+ATTN_IMPLS = ("auto", "native", "reference")
 
 
 def positive_int(value, what: str) -> int:
@@ -46,7 +46,8 @@ class AttnOptions:
     kernel_size: the spatial gate's odd k x k convolution. arrangement: "channel_first" (the paper's),
     "spatial_first" or "parallel". spatial_bn_zero_init: the spatial gate's BN starts with gamma 0.
     pool_types: the channel gate's descriptors ("avg", "max", "lp", "lse"). keep_map: keep the last maps.
-    attn_impl: "fast" (default) or "reference"; the same math and parameters (see `attention_fast`).
+    attn_impl: "auto" (default: native where it runs, else reference), "native" or "reference"; the same math
+    and parameters (see `native`).
     Values are checked (and numpy integers turned into ints) on construction.
     """
 
@@ -56,7 +57,7 @@ class AttnOptions:
     spatial_bn_zero_init: bool = True
     pool_types: tuple = ("avg", "max")
     keep_map: bool = False
-    attn_impl: str = "fast"
+    attn_impl: str = "auto"
 
     def __post_init__(self):
         set_ = _setter(self)

@@ -1,0 +1,140 @@
+"""The native CBAM: `attention.CBAM`'s math, parameters and state_dict as one C++ operator per direction.
+
+`csrc/cbam.cpp` holds the kernels (see its header for how the work is laid out), `_build` compiles them on first
+use into a cache, `_ops` registers the operator's fake implementation and autograd formula. `run(cbam, x)` is
+what `CBAM.forward` calls; `unsupported(cbam, x)` says why a call cannot run natively (then the reference runs).
+
+The spatial gate's BatchNorm normalises inside the operator; its running statistics are updated here from the
+batch statistics the operator returns, with `nn.BatchNorm2d`'s formula (momentum, or the cumulative average when
+momentum is None; the unbiased variance).
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from . import _build, _ops
+
+log = logging.getLogger(__name__)
+
+NATIVE_POOLS = (("avg",), ("max",), ("avg", "max"), ("max", "avg"))
+DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+_result: _build.BuildResult | None = None
+_told: set = set()
+
+
+def load() -> _build.BuildResult:
+    """Build (first use) or load the operator and register it; the result is kept for the process."""
+    return _result if _result is not None else _first_load()
+
+
+@torch.compiler.disable  # a first use under torch.compile builds eagerly, outside the traced graph
+def _first_load() -> _build.BuildResult:
+    global _result
+    if _result is None:
+        result = _build.build_and_load()
+        if result.ok:
+            try:
+                _ops.register()
+            except Exception as exc:  # a registration that does not take: the reference runs
+                result = _build.BuildResult(False, f"registering the operator failed: {exc}", result.path)
+        _result = result
+    return _result
+
+
+def available() -> bool:
+    return load().ok
+
+
+def unavailable_reason() -> str:
+    return load().reason
+
+
+def status() -> dict:
+    """What env.json and `cbamlab native` record: whether the operator loaded, why not, the build's key."""
+    result = load()
+    return {"available": result.ok, "reason": result.reason or None, "capability": _build.cpu_capability(),
+            "torch": torch.__version__, "build": result.path.parent.name if result.path else None,
+            "built_now": result.built, "seconds": round(result.seconds, 3)}
+
+
+def _plain_ops_wanted() -> bool:
+    """Tracing and ONNX export want the reference's plain operators (torch.compile and torch.export take the op)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def unsupported(cbam, x: torch.Tensor) -> str | None:
+    """Why this CBAM call cannot run natively, or None when it can."""
+    if x.dim() != 4:
+        return f"it takes (B, C, H, W) maps, not {x.dim()} dimensions"
+    return unsupported_for(cbam, x.device.type, x.dtype, x.shape[0] * x.shape[2] * x.shape[3])
+
+
+def unsupported_for(cbam, device_type: str, dtype: torch.dtype, values_per_channel: int = 2) -> str | None:
+    """`unsupported` for an input on `device_type` in `dtype` whose spatial BatchNorm sees `values_per_channel`
+    values (B * H * W): what a run records before it has seen a batch."""
+    if _plain_ops_wanted():
+        return "tracing and ONNX export use the reference's plain operators"
+    if device_type != "cpu":
+        return f"the native CBAM runs on the CPU, not {device_type}"
+    if dtype not in DTYPES:
+        return f"it runs in float32, float64 and bfloat16, not {dtype}"
+    if tuple(cbam.channel.pool_types) not in NATIVE_POOLS:
+        return f"its channel gate pools avg and/or max, not {'+'.join(cbam.channel.pool_types)}"
+    if cbam.spatial is not None:
+        bn = cbam.spatial.bn
+        if bn.weight is None:
+            return "the spatial gate's BatchNorm has no affine parameters"
+        if _bn_uses_batch(bn) and values_per_channel < 2:
+            return "BatchNorm needs more than one value per channel in training"  # the reference raises it
+    if not available():
+        return f"it did not build: {unavailable_reason()}"
+    return None
+
+
+@torch.compiler.disable
+def note_fallback(reason: str) -> None:
+    """One log line per reason and process: the native CBAM is not used, and why."""
+    if reason not in _told:
+        _told.add(reason)
+        log.warning("native CBAM not used (%s); running the reference implementation", reason)
+
+
+def _bn_uses_batch(bn) -> bool:
+    return bn.training or bn.running_mean is None
+
+
+def run(cbam, x: torch.Tensor) -> torch.Tensor:
+    """`cbam(x)` by the native operator (the caller checked `unsupported`)."""
+    channel, spatial = cbam.channel, cbam.spatial
+    fc1, fc2 = channel.mlp[0], channel.mlp[2]
+    pools = tuple(channel.pool_types)
+    arrangement = "channel_only" if spatial is None else cbam.arrangement
+    if spatial is None:
+        conv_w = bn_w = bn_b = rm = rv = None
+        bn_train, eps, bn = False, 0.0, None
+    else:
+        bn = spatial.bn
+        conv_w, bn_w, bn_b, rm, rv = spatial.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var
+        bn_train, eps = _bn_uses_batch(bn), bn.eps
+    out, mc, ms, _, _, _, _, stats = torch.ops.cbamlab.cbam_forward(
+        x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, conv_w, bn_w, bn_b, rm, rv, arrangement,
+        "avg" in pools, "max" in pools, bn_train, eps)
+    b, c, h, w = x.shape
+    channel._keep(mc.view(b, c, 1, 1))
+    if spatial is not None:
+        spatial._keep(ms.view(b, 1, h, w))
+        if bn.training and bn.track_running_stats:
+            _update_running_stats(bn, stats, b * h * w)
+    return out
+
+
+@torch.no_grad()
+def _update_running_stats(bn, stats: torch.Tensor, n: int) -> None:
+    """nn.BatchNorm2d's update from the batch mean and biased variance `stats` (float64) of n values."""
+    bn.num_batches_tracked.add_(1)
+    factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    mean, var = stats[0], stats[1] * (n / (n - 1))
+    bn.running_mean.copy_(factor * mean + (1 - factor) * bn.running_mean.double())
+    bn.running_var.copy_(factor * var + (1 - factor) * bn.running_var.double())
