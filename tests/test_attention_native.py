@@ -42,9 +42,9 @@ def _run(module, x, grad):
     return out.detach(), grads
 
 
-def _error(got, want):
-    """Largest absolute difference, relative to the largest magnitude of `want`."""
-    return (got.double() - want.double()).abs().max().item() / max(want.abs().max().item(), 1e-12)
+def _error(got, want, floor=1e-12):
+    """Largest absolute difference, relative to the largest magnitude of `want` (or `floor`, if larger)."""
+    return (got.double() - want.double()).abs().max().item() / max(want.abs().max().item(), floor)
 
 
 def _assert_close(got, want, rel, what):
@@ -63,10 +63,14 @@ def _compare(nat, ref, x, rel):
         truth_out, truth = out_r, grads_r
     else:
         truth_out, truth = _run(copy.deepcopy(ref).double(), x.double(), grad.double())
+    # A BN parameter's gradient is a sum with cancellation (gamma's: sum dy * xhat, e.g. 0.05 beside beta's 12.5):
+    # its float32 rounding is measured against the size of the module's largest parameter gradient (1e-2 of it).
+    floor = 1e-2 * max(truth[n].abs().max().item() for n in truth if n != "input")
     for name, got, want, ref_value in [("output", out_n, truth_out, out_r),
                                        *((n, grads_n[n], truth[n], grads_r[n]) for n in grads_r)]:
         assert got is not None, name
-        err, ref_err = _error(got, want), _error(ref_value, want)
+        f = floor if name.startswith("spatial.bn.") and x.dtype != torch.float64 else 1e-12
+        err, ref_err = _error(got, want, f), _error(ref_value, want, f)
         assert err <= rel or err <= 3 * ref_err, f"{name}: relative error {err:.3g} (reference's {ref_err:.3g})"
     return out_n, out_r
 
@@ -216,7 +220,7 @@ def test_exotic_pools_fall_back_to_the_reference(pool_types, caplog):
     with pytest.raises(CbamlabError, match="attn_impl='native' cannot run this CBAM: its channel gate pools"):
         nat(x)
     native_default, _ = _pair()
-    assert "cbam_forward" in type(native_default(x).grad_fn).__name__
+    assert "CbamFunction" in native_default(x).grad_fn.name()
 
 
 def _l2_error(got, want):
@@ -275,7 +279,7 @@ def test_the_native_operator_is_the_one_running():
     x = torch.randn(2, 1, 12, 12, requires_grad=True)
     assert {m.impl_for(x) for m in model.modules() if isinstance(m, CBAM)} == {"native"}
     out = model.layer1[0].attn(torch.randn(2, 16, 6, 6, requires_grad=True))
-    assert type(out.grad_fn).__name__.startswith("GeneratedBackwardFor_cbamlab_cbam_forward")
+    assert "CbamFunction" in out.grad_fn.name()  # the native operator's autograd node
 
 
 def test_whole_model_native_equals_reference():
@@ -300,7 +304,7 @@ def test_traced_model_uses_plain_ops():
 
 
 def _op_args(arrangement="channel_first", pools=("avg", "max"), train=True, dtype=torch.float64, layout=None,
-             shape=(2, 8, 5, 4), k=3):
+             shape=(2, 8, 5, 4), k=3, momentum=0.1):
     torch.manual_seed(0)
     b, c, h, w = shape
     x = torch.randn(shape, dtype=dtype, requires_grad=True)
@@ -310,13 +314,14 @@ def _op_args(arrangement="channel_first", pools=("avg", "max"), train=True, dtyp
                                    requires_grad=True)
     spatial = arrangement != "channel_only"
     conv_w, bn_w, bn_b = (param(1, 2, k, k), param(1), param(1)) if spatial else (None, None, None)
-    stats = (torch.tensor([0.1], dtype=conv_w.dtype), torch.tensor([1.3], dtype=conv_w.dtype)) if spatial \
-        else (None, None)
+    stats = (torch.tensor([0.1], dtype=conv_w.dtype), torch.tensor([1.3], dtype=conv_w.dtype),
+             torch.tensor(3)) if spatial else (None, None, None)
     return (x, param(c // 2, c), param(c // 2), param(c, c // 2), param(c), conv_w, bn_w, bn_b, *stats,
-            arrangement, "avg" in pools, "max" in pools, train, 1e-5)
+            arrangement, "avg" in pools, "max" in pools, train, momentum, 1e-5)
 
 
-OP_CASES = [dict(), dict(arrangement="spatial_first", pools=("max",)), dict(arrangement="parallel", train=False),
+OP_CASES = [dict(), dict(arrangement="spatial_first", pools=("max",), momentum=-1.0),
+            dict(arrangement="parallel", train=False),
             dict(arrangement="channel_only", pools=("avg",)), dict(layout="channels_last", k=7),
             dict(dtype=torch.float32, shape=(3, 16, 7, 7))]
 
@@ -333,6 +338,8 @@ def test_operator_gradcheck_in_float64(case):
     args = _op_args(**case)
     tensors = [a for a in args[:8] if isinstance(a, torch.Tensor)]
     rest = args[8:]
+    if case.get("train", True) and rest[0] is not None:  # the running statistics change with every call
+        rest = (None, None, None, *rest[3:])
 
     def out(*ts):
         it = iter(ts)

@@ -4,9 +4,9 @@
 use into a cache, `_ops` registers the operator's fake implementation and autograd formula. `run(cbam, x)` is
 what `CBAM.forward` calls; `unsupported(cbam, x)` says why a call cannot run natively (then the reference runs).
 
-The spatial gate's BatchNorm normalises inside the operator; its running statistics are updated here from the
-batch statistics the operator returns, with `nn.BatchNorm2d`'s formula (momentum, or the cumulative average when
-momentum is None; the unbiased variance).
+The spatial gate's BatchNorm normalises inside the operator, which also updates its running statistics in place
+with `nn.BatchNorm2d`'s formula (momentum, or the cumulative average when momentum is None; the unbiased
+variance) and counts `num_batches_tracked`.
 """
 from __future__ import annotations
 
@@ -109,32 +109,20 @@ def run(cbam, x: torch.Tensor) -> torch.Tensor:
     """`cbam(x)` by the native operator (the caller checked `unsupported`)."""
     channel, spatial = cbam.channel, cbam.spatial
     fc1, fc2 = channel.mlp[0], channel.mlp[2]
-    pools = tuple(channel.pool_types)
-    arrangement = "channel_only" if spatial is None else cbam.arrangement
+    pools = channel.pool_types
     if spatial is None:
-        conv_w = bn_w = bn_b = rm = rv = None
-        bn_train, eps, bn = False, 0.0, None
+        out, mc, *_ = torch.ops.cbamlab.cbam_forward(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, None, None, None,
+                                                     None, None, None, "channel_only", "avg" in pools,
+                                                     "max" in pools, False, 0.0, 0.0)
     else:
         bn = spatial.bn
-        conv_w, bn_w, bn_b, rm, rv = spatial.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var
-        bn_train, eps = _bn_uses_batch(bn), bn.eps
-    out, mc, ms, _, _, _, _, stats = torch.ops.cbamlab.cbam_forward(
-        x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, conv_w, bn_w, bn_b, rm, rv, arrangement,
-        "avg" in pools, "max" in pools, bn_train, eps)
-    b, c, h, w = x.shape
-    channel._keep(mc.view(b, c, 1, 1))
-    if spatial is not None:
-        spatial._keep(ms.view(b, 1, h, w))
-        if bn.training and bn.track_running_stats:
-            _update_running_stats(bn, stats, b * h * w)
+        momentum = -1.0 if bn.momentum is None else bn.momentum  # None: the cumulative average
+        out, mc, ms, *_ = torch.ops.cbamlab.cbam_forward(
+            x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, spatial.conv.weight, bn.weight, bn.bias, bn.running_mean,
+            bn.running_var, bn.num_batches_tracked, cbam.arrangement, "avg" in pools, "max" in pools, bn.training,
+            momentum, bn.eps)
+        if spatial.keep_map:
+            spatial._keep(ms.view(x.shape[0], 1, *x.shape[2:]))
+    if channel.keep_map:
+        channel._keep(mc.view(*x.shape[:2], 1, 1))
     return out
-
-
-@torch.no_grad()
-def _update_running_stats(bn, stats: torch.Tensor, n: int) -> None:
-    """nn.BatchNorm2d's update from the batch mean and biased variance `stats` (float64) of n values."""
-    bn.num_batches_tracked.add_(1)
-    factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    mean, var = stats[0], stats[1] * (n / (n - 1))
-    bn.running_mean.copy_(factor * mean + (1 - factor) * bn.running_mean.double())
-    bn.running_var.copy_(factor * var + (1 - factor) * bn.running_var.double())

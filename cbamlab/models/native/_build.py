@@ -26,7 +26,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCES = tuple(sorted((Path(__file__).parent / "csrc").glob("*.cpp")))
+CSRC = Path(__file__).parent / "csrc"
+SOURCES = tuple(sorted(CSRC.glob("*.cpp")))  # compiled; the headers beside them are part of the source hash
+HEADERS = tuple(sorted(CSRC.glob("*.h")))
 LIBRARY = "cbamlab_native.so"
 # Compiler flags per torch CPU capability: the instruction set and the macros that select ATen's Vectorized.
 CAPABILITY_FLAGS = {
@@ -62,7 +64,7 @@ def cache_root() -> Path:
 
 def source_hash() -> str:
     digest = hashlib.sha256()
-    for path in SOURCES:
+    for path in SOURCES + HEADERS:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

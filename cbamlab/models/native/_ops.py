@@ -1,7 +1,8 @@
-"""The native CBAM as a PyTorch operator: fake (meta) implementations and the autograd formula of
-`cbamlab::cbam_forward`, whose backward is the second native operator `cbamlab::cbam_backward`.
+"""The native CBAM as a PyTorch operator: the fake (meta) implementations of `cbamlab::cbam_forward` and
+`cbamlab::cbam_backward` (the schemas, the CPU kernels and the autograd formula, which calls the backward
+operator, are registered by the C++ library itself).
 
-Registered once, after the library that defines the two schemas is loaded (`register`). With them,
+Registered once, after the library is loaded (`register`). With them,
 `torch.compile` and `torch.export` see one opaque operator per CBAM and direction, and
 `torch.library.opcheck` checks the registration.
 """
@@ -24,8 +25,8 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _fake_forward(x, w1, b1, w2, b2, conv_w, bn_w, bn_b, running_mean, running_var, arrangement, use_avg, use_max,
-                  bn_train, eps):
+def _fake_forward(x, w1, b1, w2, b2, conv_w, bn_w, bn_b, running_mean, running_var, num_batches_tracked,
+                  arrangement, use_avg, use_max, training, momentum, eps):
     b, c, h, w = x.shape
     acc = _acc(x.dtype)
     spatial = arrangement != "channel_only"
@@ -34,49 +35,31 @@ def _fake_forward(x, w1, b1, w2, b2, conv_w, bn_w, bn_b, running_mean, running_v
     mc = x.new_empty((b, c), dtype=acc)
     ms = x.new_empty((b, h, w) if spatial else (0,), dtype=acc)
     pools = x.new_empty((k, b, c), dtype=acc)
+    hidden = x.new_empty((k * b, w1.shape[0]), dtype=acc)
     hw_index = x.new_empty((b, c) if use_max else (0,), dtype=torch.long)
     c_index = x.new_empty((b, h, w) if spatial else (0,), dtype=torch.long)
-    spatial_maps = x.new_empty((b, 3, h, w) if spatial else (0,), dtype=acc)
+    spatial_maps = x.new_empty((3, b, h, w) if spatial else (0,), dtype=acc)
     stats = x.new_empty((2,) if spatial else (0,), dtype=torch.float64)
-    return out, mc, ms, pools, hw_index, c_index, spatial_maps, stats
+    return out, mc, ms, pools, hidden, hw_index, c_index, spatial_maps, stats
 
 
-def _fake_backward(dout, x, w1, b1, w2, conv_w, bn_w, mc, ms, pools, hw_index, c_index, spatial_maps, stats,
-                   arrangement, use_avg, use_max, bn_train, eps):
+def _fake_backward(dout, x, w1, b1, w2, conv_w, bn_w, mc, ms, pools, hidden, hw_index, c_index, spatial_maps, stats,
+                   arrangement, use_avg, use_max, batch_stats, eps):
     acc = _acc(x.dtype)
     spatial = arrangement != "channel_only"
     dx = torch.empty_like(x, memory_format=_layout(x))
     empty = x.new_empty((0,), dtype=acc)
-    return (dx, torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2),
-            w2.new_empty((w2.shape[0],)),
+    return (dx, torch.empty_like(w1), torch.empty_like(b1), torch.empty_like(w2), w2.new_empty((w2.shape[0],)),
             torch.empty_like(conv_w) if spatial else empty,
             torch.empty_like(bn_w) if spatial else empty,
             torch.empty_like(bn_w) if spatial else empty)
 
 
-def _setup_context(ctx, inputs, output):
-    x, w1, b1, w2, _b2, conv_w, bn_w, _bn_b, _rm, _rv, arrangement, use_avg, use_max, bn_train, eps = inputs
-    _out, mc, ms, pools, hw_index, c_index, spatial_maps, stats = output
-    ctx.save_for_backward(x, w1, b1, w2, conv_w, bn_w, mc, ms, pools, hw_index, c_index, spatial_maps, stats)
-    ctx.options = (arrangement, use_avg, use_max, bn_train, eps)
-    ctx.mark_non_differentiable(mc, ms, pools, hw_index, c_index, spatial_maps, stats)
-
-
-def _backward(ctx, dout, *unused):
-    x, w1, b1, w2, conv_w, bn_w, mc, ms, pools, hw_index, c_index, spatial_maps, stats = ctx.saved_tensors
-    dx, dw1, db1, dw2, db2, dconv, dgamma, dbeta = torch.ops.cbamlab.cbam_backward(
-        dout, x, w1, b1, w2, conv_w, bn_w, mc, ms, pools, hw_index, c_index, spatial_maps, stats, *ctx.options)
-    spatial = conv_w is not None
-    return (dx, dw1, db1, dw2, db2, dconv if spatial else None, dgamma if spatial else None,
-            dbeta if spatial else None, None, None, None, None, None, None, None)
-
-
 def register() -> None:
-    """Register the fake implementations and the autograd formula (once per process)."""
+    """Register the fake implementations (once per process); the autograd formula is registered in C++."""
     global _registered
     if _registered:
         return
     torch.library.register_fake("cbamlab::cbam_forward")(_fake_forward)
     torch.library.register_fake("cbamlab::cbam_backward")(_fake_backward)
-    torch.library.register_autograd("cbamlab::cbam_forward", _backward, setup_context=_setup_context)
     _registered = True
