@@ -1,12 +1,14 @@
-"""The README's result tables come from committed run files: every block
+"""The result tables of the README and of the documentation pages come from committed run files: every block
 
     <!-- results: results/STUDY -->
     ... lines copied from the report ...
     <!-- /results -->
 
-in README.md must be reproduced, line for line, by `cbamlab report results/STUDY` run now on the committed files
-(config.yaml, metrics.csv, summary.json, env.json of each run), so a number in the README cannot drift from its
-data. The measured rows of the README's "claims vs measurements" table are checked the same way."""
+in README.md or docs/*.md must be reproduced, line for line, by `cbamlab report results/STUDY` run now on the committed
+files (config.yaml, metrics.csv, summary.json, env.json of each run), so a number in the docs cannot drift from its
+data. The measured rows of every "claims vs measurements" table are checked the same way, the cost table of
+docs/performance.md against the committed benchmark, and each study figure the pages show against its study's
+committed report."""
 import itertools
 import re
 from pathlib import Path
@@ -18,47 +20,65 @@ from cbamlab.report.groups import load_groups
 from cbamlab.report.writer import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
+# Every page a reader meets: the README and the documentation site's sources.
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+RESULTS_PAGE = ROOT / "docs" / "results.md"
+PERFORMANCE_PAGE = ROOT / "docs" / "performance.md"
 BLOCK = re.compile(r"<!-- results: (\S+) -->\n(.*?)<!-- /results -->", re.S)
 
 
+def name(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
 def blocks():
-    return BLOCK.findall((ROOT / "README.md").read_text(encoding="utf-8"))
+    """(page, study, quoted text) of every results block on every page."""
+    return [(name(doc), study, text) for doc in DOCUMENTS
+            for study, text in BLOCK.findall(doc.read_text(encoding="utf-8"))]
 
 
-def test_the_readme_has_result_blocks():
-    assert blocks(), "README.md has no <!-- results: ... --> block"
+def test_the_results_page_has_a_block_for_every_committed_comparison():
+    studies = {study for page, study, _ in blocks() if page == name(RESULTS_PAGE)}
+    committed = {name(p.parent) for p in (ROOT / "results").glob("*/compare.json")}
+    assert committed, "no committed comparison under results/"
+    assert committed <= studies, f"committed studies without a results block in docs/results.md: {committed - studies}"
 
 
-@pytest.mark.parametrize("study,text", blocks(), ids=[b[0] for b in blocks()])
-def test_every_readme_result_line_is_what_the_report_computes_now(study, text, tmp_path):
+@pytest.mark.parametrize("page,study,text", blocks(), ids=[f"{b[0]}:{b[1]}" for b in blocks()])
+def test_every_quoted_result_line_is_what_the_report_computes_now(page, study, text, tmp_path):
     runs = ROOT / study
     assert runs.is_dir(), f"{study} is not committed"
     report = write_report(runs, tmp_path)
     lines = set(Path(report.markdown).read_text(encoding="utf-8").splitlines())
     quoted = [line for line in text.splitlines() if line.strip()]
-    assert quoted, f"the block for {study} is empty"
+    assert quoted, f"the block for {study} in {page} is empty"
     missing = [line for line in quoted if line not in lines]
-    assert not missing, f"README lines for {study} that `cbamlab report {study}` does not give: {missing}"
+    assert not missing, f"{page} lines for {study} that `cbamlab report {study}` does not give: {missing}"
 
 
 CLAIMS = re.compile(r"<!-- claims vs measurements -->\n(.*?)<!-- /claims -->", re.S)
 
 
-def claims_rows():
-    (block,) = CLAIMS.findall((ROOT / "README.md").read_text(encoding="utf-8"))
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in block.splitlines()[2:] if line]
-    return [r for r in rows if r[-1].startswith("measured: ")]
+def claims_rows(path: Path | None = None):
+    """The measured rows of every claims table (of `path` alone when given), each with its page's name first."""
+    out = []
+    for doc in [path] if path else DOCUMENTS:
+        for block in CLAIMS.findall(doc.read_text(encoding="utf-8")):
+            rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in block.splitlines()[2:] if line]
+            out += [[name(doc), *r] for r in rows if r[-1].startswith("measured: ")]
+    return out
 
 
-def test_the_claims_table_has_measured_rows():
-    assert claims_rows(), "the README's claims table has no measured row"
+@pytest.mark.parametrize("path", [ROOT / "README.md", RESULTS_PAGE], ids=name)
+def test_the_claims_tables_have_measured_rows(path):
+    assert claims_rows(path), f"{name(path)} has no claims table with a measured row"
 
 
-@pytest.mark.parametrize("row", claims_rows(), ids=[r[-1] for r in claims_rows()])
+@pytest.mark.parametrize("row", claims_rows(), ids=[f"{r[0]}:{r[-1]}" for r in claims_rows()])
 def test_every_measured_cell_beside_the_claims_is_what_the_report_computes(row):
     """A measured row names its study and plain network; its accuracies, Δ with interval and n are the report's
     numbers for that network and its CBAM twin."""
-    _, plain, accuracies, delta, n, source = row
+    _, _, plain, accuracies, delta, n, source = row
     study = source[len("measured: "):]
     groups, _ = load_groups(ROOT / study)
     (group,) = [g for g in groups if plain in g.variants and f"{plain}_cbam" in g.variants]
@@ -81,12 +101,21 @@ def bench_rows():
     return out
 
 
-def test_the_readme_cost_table_is_the_committed_benchmark():
-    """Each cell of the README's "what attention costs" table is a number of benchmarks/results/bench_attention.md
-    in the mode `train.amp=auto` picks here (bf16 + channels_last)."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-    start = next(i for i, line in enumerate(readme) if line.startswith("| model, input, batch | plain img/s |"))
-    lines = list(itertools.takewhile(lambda ln: ln.startswith("|"), readme[start + 2:]))
+COST_HEADER = "| model, input, batch | plain img/s |"
+
+
+def test_the_cost_table_is_only_on_the_performance_page():
+    pages = [name(doc) for doc in DOCUMENTS
+             if any(line.startswith(COST_HEADER) for line in doc.read_text(encoding="utf-8").splitlines())]
+    assert pages == [name(PERFORMANCE_PAGE)], f"the cost table is on {pages}"
+
+
+def test_the_performance_pages_cost_table_is_the_committed_benchmark():
+    """Each cell of the "what attention costs" table of docs/performance.md is a number of
+    benchmarks/results/bench_attention.md in the mode `train.amp=auto` picks here (bf16 + channels_last)."""
+    page = PERFORMANCE_PAGE.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(page) if line.startswith(COST_HEADER))
+    lines = list(itertools.takewhile(lambda ln: ln.startswith("|"), page[start + 2:]))
     bench = bench_rows()
     assert len(lines) == 4
     for line in lines:
@@ -99,25 +128,35 @@ def test_the_readme_cost_table_is_the_committed_benchmark():
         assert cells[1:] == [plain[0], "x" + se[1], "x" + fast[1], "x" + ref[1], "x" + timm[1], "x" + fast[2]], line
 
 
-FIGURE = re.compile(r"!\[[^\]]*\]\((results/[^)\s]+/figures/[^)\s]+\.png)\)")
+FIGURE = re.compile(r"!\[[^\]]*\]\((?:\.\./)*(results/[^)\s]+/figures/[^)\s]+\.png)\)")
 
 
-def readme_figures():
-    return FIGURE.findall((ROOT / "README.md").read_text(encoding="utf-8"))
+def figures_by_study() -> dict[str, list[str]]:
+    """{results/STUDY: the figures of results/STUDY/figures/ that any page shows}. The site serves them from
+    results/ itself (docs/hooks.py), so a page and the README name them by the same path."""
+    out: dict[str, set] = {}
+    for doc in DOCUMENTS:
+        for figure in FIGURE.findall(doc.read_text(encoding="utf-8")):
+            out.setdefault(str(Path(figure).parent.parent), set()).add(figure)
+    return {study: sorted(figs) for study, figs in sorted(out.items())}
 
 
-@pytest.mark.parametrize("figure", readme_figures())
-def test_every_result_figure_in_the_readme_is_from_the_committed_report_of_its_study(figure, tmp_path):
-    """A figure the README shows from results/STUDY/figures/ is committed with that study's report.md, and the
+def test_the_readme_shows_a_study_figure():
+    assert FIGURE.findall((ROOT / "README.md").read_text(encoding="utf-8")), "the README shows no study figure"
+
+
+@pytest.mark.parametrize("study,figures", figures_by_study().items())
+def test_every_result_figure_on_a_page_is_from_the_committed_report_of_its_study(study, figures, tmp_path):
+    """A figure a page shows from results/STUDY/figures/ is committed with that study's report.md, and the
     report regenerated now from the committed run files has the same text (bar its time stamp and source line)
     and a figure of that name."""
-    committed = ROOT / figure
-    study = committed.parent.parent
-    assert committed.is_file(), f"{figure} is not committed"
-    fresh = write_report(study, tmp_path)
-    assert committed.name in {Path(p).name for p in fresh.figures}
+    missing = [f for f in figures if not (ROOT / f).is_file()]
+    assert not missing, f"figures shown but not committed: {missing}"
+    fresh = write_report(ROOT / study, tmp_path)
+    made = {Path(p).name for p in fresh.figures}
+    assert {Path(f).name for f in figures} <= made, (figures, sorted(made))
 
     def body(path):
         return [line for line in Path(path).read_text(encoding="utf-8").splitlines()
                 if not line.startswith("Generated ")]
-    assert body(study / "report.md") == body(fresh.markdown), f"{study.name}/report.md is stale: run cbamlab report"
+    assert body(ROOT / study / "report.md") == body(fresh.markdown), f"{study}/report.md is stale: run cbamlab report"
