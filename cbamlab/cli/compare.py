@@ -18,7 +18,8 @@ def register(subparsers) -> None:
                     "report.md and report.html into --out. Without --config: resnet20 vs resnet20_se vs "
                     "resnet20_cbam on the embedded digits, 3 seeds, the quick digits recipe. --shard I/N trains "
                     "one share of the runs, so several machines (a Slurm job array) fill one study; --workers K "
-                    "trains K runs at once on this machine.")
+                    "trains K runs at once on this machine.",
+        epilog="docs: docs/compare.md")
     p.add_argument("--config", metavar="FILE", help="YAML recipe with a top-level compare: section "
                    "(variants, seeds, datasets); default: the built-in digits comparison")
     p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")

@@ -14,7 +14,7 @@ package's folder /usr/share/datasets/fashion-mnist, then the download cache."""
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("datasets", help="list datasets, where they are found, sizes and shapes",
-                              description=DESCRIPTION)
+                              description=DESCRIPTION, epilog="docs: docs/own-data.md")
     p.add_argument("name", nargs="?", help="read this dataset and show what was loaded")
     p.add_argument("--root", metavar="DIR", help="data.root, the only place looked at when given (imagefolder: the "
                    "folder itself)")

@@ -13,7 +13,8 @@ evaluates a safetensors file on --data (default digits) with the default config 
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="top-1/top-5 of a run or a weights file", description=DESCRIPTION)
+    p = subparsers.add_parser("eval", help="top-1/top-5 of a run or a weights file", description=DESCRIPTION,
+                              epilog="docs: docs/train.md#evaluate-predict-export")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", metavar="RUN_DIR", help="a run directory made by `cbamlab train`")
     src.add_argument("--weights", metavar="FILE", help="a .safetensors weights file (needs --model)")

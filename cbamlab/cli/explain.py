@@ -22,7 +22,8 @@ Never trains."""
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("explain", help="Grad-CAM and CBAM attention maps side by side, with faithfulness",
-                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="docs: docs/explain.md")
     p.add_argument("run", metavar="RUN", help="a run directory, or a compare folder (pairs variants with their "
                    "plain twins)")
     p.add_argument("--against", metavar="RUN2", help="a second run directory to pair RUN with (RUN - RUN2)")

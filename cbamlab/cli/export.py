@@ -16,7 +16,7 @@ loaded back and compared with the PyTorch model on random inputs at two batch si
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("export", help="export a run's model to ONNX, TorchScript or torch.export (.pt2)",
-                              description=DESCRIPTION)
+                              description=DESCRIPTION, epilog="docs: docs/train.md#evaluate-predict-export")
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run directory made by `cbamlab train`")
     p.add_argument("--format", required=True, choices=("onnx", "torchscript", "pt2"))
     p.add_argument("--out", "-o", metavar="FILE", help="default: RUN_DIR/export/model.onnx, model.pt or model.pt2")

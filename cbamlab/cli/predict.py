@@ -15,7 +15,8 @@ top-k classes are printed with probabilities."""
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="top-k classes of image files", description=DESCRIPTION)
+    p = subparsers.add_parser("predict", help="top-k classes of image files", description=DESCRIPTION,
+                              epilog="docs: docs/train.md#evaluate-predict-export")
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run directory made by `cbamlab train`")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, or folders of them (searched "
                    "recursively, in name order)")

@@ -10,7 +10,8 @@ def register(subparsers) -> None:
         "report", help="write report.md and report.html from a folder of runs",
         description="Read every run directory under RUNS_DIR (as written by cbamlab compare or cbamlab train), "
                     "group them by dataset and recipe, and write report.md, report.html (figures embedded) and "
-                    "figures/*.png. Never trains; unfinished runs are listed and left out.")
+                    "figures/*.png. Never trains; unfinished runs are listed and left out.",
+        epilog="docs: docs/compare.md#reading-the-report")
     p.add_argument("runs_dir", metavar="RUNS_DIR", help="folder holding run directories")
     p.add_argument("--out", metavar="DIR", help="where to write the report (default: RUNS_DIR)")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")

@@ -16,7 +16,8 @@ def register(subparsers) -> None:
         "summary", help="parameters, MACs and per-stage shapes of a model; --list shows the models",
         description="Build MODEL and print its parameter count, its multiply-accumulates for one image (counted "
                     "with torch's FLOP counter: convolutions and linear layers; MACs = FLOPs / 2) and a table of "
-                    "output shape, parameters and MACs per stage. With --list, print the registered model names.")
+                    "output shape, parameters and MACs per stage. With --list, print the registered model names.",
+        epilog="docs: docs/models.md")
     p.add_argument("model", nargs="?", metavar="MODEL", help="a registered name, e.g. resnet50_cbam")
     p.add_argument("--list", nargs="?", const="*", default=None, metavar="PATTERN",
                    help="list the registered models matching a shell pattern (default: all), e.g. '*_cbam'")

@@ -19,7 +19,7 @@ train.batch_size is the global batch, split among the K processes; train.sync_bn
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a model (default: the quick digits preset)",
-                              description=DESCRIPTION)
+                              description=DESCRIPTION, epilog="docs: docs/train.md")
     p.add_argument("--config", "-c", metavar="FILE", help="YAML preset (see configs/)")
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. optim.lr=0.05 (repeatable)")

@@ -46,7 +46,7 @@ def _non_negative(text: str) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("tune", help="hyperparameter search with Optuna, retrain the best, test, report",
-                              description=DESCRIPTION)
+                              description=DESCRIPTION, epilog="docs: docs/tune.md")
     p.add_argument("--config", "-c", metavar="FILE", help="YAML preset with a tune: section (see configs/tune_*.yaml)")
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one fixed config value, e.g. train.epochs=10 (repeatable)")
