@@ -398,3 +398,14 @@ def test_torch_compile_runs_the_operator_and_matches_eager():
         _assert_close(grads_c[name.removeprefix("_orig_mod.")] if name in grads_c else grads_c[f"_orig_mod.{name}"],
                       grads_r[name], 1e-4, name)
     _assert_close(nat.spatial.bn.running_var, ref.spatial.bn.running_var, 1e-5, "running var")
+
+
+def test_sync_batchnorm_in_training_runs_the_reference():
+    # under torchrun with train.sync_bn the spatial gate's BN becomes a SyncBatchNorm, whose statistics are those
+    # of every process's batch: the native operator (one process's statistics) must not run it in training
+    nat, _ = _pair()
+    nat.attn_impl = "auto"
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(torch.nn.Sequential(nat))[0]
+    x = torch.randn(2, 16, 6, 6)
+    assert type(model.spatial.bn) is torch.nn.SyncBatchNorm and model.impl_for(x) == "reference"
+    assert model.eval().impl_for(x) == "native"  # its running statistics: the same function

@@ -86,6 +86,8 @@ def unsupported_for(cbam, device_type: str, dtype: torch.dtype, values_per_chann
         bn = cbam.spatial.bn
         if bn.weight is None:
             return "the spatial gate's BatchNorm has no affine parameters"
+        if type(bn) is not torch.nn.BatchNorm2d and _bn_uses_batch(bn):  # SyncBatchNorm: statistics of all ranks
+            return f"its spatial gate normalises with a {type(bn).__name__} in training, which the reference runs"
         if _bn_uses_batch(bn) and values_per_channel < 2:
             return "BatchNorm needs more than one value per channel in training"  # the reference raises it
     if not available():
