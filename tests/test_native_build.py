@@ -83,9 +83,12 @@ def test_a_broken_compiler_falls_back_with_one_line_and_trains(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_COMPILER, reason="no C++ compiler on this machine")
 def test_the_installed_wheel_builds_once_outside_site_packages(tmp_path):
-    dist = tmp_path / "dist"
+    dist, src = tmp_path / "dist", tmp_path / "src"  # a copy: the build writes its build/ beside the sources
+    shutil.copytree(ROOT / "cbamlab", src / "cbamlab", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     proc = _run(sys.executable, dict(os.environ), "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist),
-                str(ROOT))
+                str(src))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     wheel = next(dist.glob("cbamlab-*.whl"))
     venv = tmp_path / "venv"

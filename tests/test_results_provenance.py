@@ -112,7 +112,7 @@ def test_the_cost_table_is_only_on_the_performance_page():
 
 def test_the_performance_pages_cost_table_is_the_committed_benchmark():
     """Each cell of the "what attention costs" table of docs/performance.md is a number of
-    benchmarks/results/bench_attention.md in the mode `train.amp=auto` picks here (bf16 + channels_last)."""
+    benchmarks/results/bench_attention.md in the mode `cbamlab train` picks there (its rows marked "(default)")."""
     page = PERFORMANCE_PAGE.read_text(encoding="utf-8").splitlines()
     start = next(i for i, line in enumerate(page) if line.startswith(COST_HEADER))
     lines = list(itertools.takewhile(lambda ln: ln.startswith("|"), page[start + 2:]))
@@ -122,10 +122,12 @@ def test_the_performance_pages_cost_table_is_the_committed_benchmark():
         cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
         size, shape, batch = [c.strip() for c in cells[0].split(",")]
         (label,) = {k[0] for k in bench if k[0].split("@")[0] == size and k[1:3] == (shape, batch)}  # resnet50@224
-        key = (label, shape, batch, "bf16_channels_last")
-        plain, se, fast, ref, timm = (bench[key + (v,)] for v in ("plain", "se", "cbam_fast", "cbam_reference",
-                                                                 "timm_cbam"))
-        assert cells[1:] == [plain[0], "x" + se[1], "x" + fast[1], "x" + ref[1], "x" + timm[1], "x" + fast[2]], line
+        (mode,) = {k[3] for k in bench if k[:3] == (label, shape, batch) and k[3].endswith(" (default)")}
+        key = (label, shape, batch, mode)
+        plain, se, native, ref, timm = (bench[key + (v,)] for v in ("plain", "se", "cbam_native", "cbam_reference",
+                                                                   "timm_cbam"))
+        assert cells[1:] == [plain[0], "x" + se[1], "x" + native[1], "x" + ref[1], "x" + timm[1], "x" + native[2]], \
+            line
 
 
 FIGURE = re.compile(r"!\[[^\]]*\]\((?:\.\./)*(results/[^)\s]+/figures/[^)\s]+\.png)\)")

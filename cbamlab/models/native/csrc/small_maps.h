@@ -195,23 +195,9 @@ std::pair<double, double> bn_sigmoid_backward(const A* dms, const A* ms, const A
   return {sdy, sdyx};
 }
 
-// out (R, N) = a (R, K) b (N, K)^T (+ bias (N)), all contiguous: vectorised dot products for the small matrices of
-// the channel MLP, ATen's matrix product (BLAS) for large ones, where its fixed cost (~20 us) pays.
-constexpr int64_t kSmallGemm = 1 << 17;
-
+// out (R, N) = a (R, K) b (N, K)^T (+ bias (N)), all contiguous: vectorised dot products (small matrices).
 template <typename A>
 void gemm_nt(const A* a, const A* b, const A* bias, int64_t R, int64_t N, int64_t K, A* out) {
-  if (R * N * K > kSmallGemm) {
-    const auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<A>::value);
-    auto at_ = at::from_blob(const_cast<A*>(a), {R, K}, opt), bt = at::from_blob(const_cast<A*>(b), {N, K}, opt);
-    auto ot = at::from_blob(out, {R, N}, opt);
-    if (bias) {
-      at::addmm_out(ot, at::from_blob(const_cast<A*>(bias), {N}, opt), at_, bt.t());
-    } else {
-      at::mm_out(ot, at_, bt.t());
-    }
-    return;
-  }
   using V = VA<A>;
   constexpr int64_t L = V::size();
   for (const auto r : c10::irange(R))
@@ -229,21 +215,10 @@ void gemm_nt(const A* a, const A* b, const A* bias, int64_t R, int64_t N, int64_
     }
 }
 
-// out (R, N) = a (R, K) b (K, N) (+ bias (N)), all contiguous, as row updates vectorised along N: for the MLP's
-// products whose contraction is short (the hidden units) and whose rows are long (the channels).
+// out (R, N) = a (R, K) b (K, N) (+ bias (N)), all contiguous, as row updates vectorised along N (small matrices
+// whose contraction is short).
 template <typename A>
 void gemm_nn(const A* a, const A* b, const A* bias, int64_t R, int64_t N, int64_t K, A* out) {
-  if (R * N * K > kSmallGemm) {
-    const auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<A>::value);
-    auto at_ = at::from_blob(const_cast<A*>(a), {R, K}, opt), bt = at::from_blob(const_cast<A*>(b), {K, N}, opt);
-    auto ot = at::from_blob(out, {R, N}, opt);
-    if (bias) {
-      at::addmm_out(ot, at::from_blob(const_cast<A*>(bias), {N}, opt), at_, bt);
-    } else {
-      at::mm_out(ot, at_, bt);
-    }
-    return;
-  }
   using V = VA<A>;
   constexpr int64_t L = V::size();
   for (const auto r : c10::irange(R)) {
@@ -270,6 +245,61 @@ void transpose(const A* src, int64_t R, int64_t K, A* dst) {
     for (const auto k : c10::irange(K)) dst[k * R + r] = src[r * K + k];
 }
 
+// out (R, N) = op(a) op(b) (+ bias (N)), where op(a) (R, K) is a stored (R, K), or with ta its transpose stored
+// (K, R), and op(b) (K, N) is b stored (K, N), or with tb its transpose stored (N, K). Large products go to ATen's
+// matrix product (BLAS takes the transposes as they are; its fixed cost of ~20 us pays); small ones run as dot
+// products or row updates on transposed copies, which are small too.
+constexpr int64_t kSmallGemm = 1 << 16;
+
+template <typename A>
+void matmul(const A* a, bool ta, const A* b, bool tb, const A* bias, int64_t R, int64_t N, int64_t K, A* out) {
+  if (R * N * K > kSmallGemm) {
+    const auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<A>::value);
+    auto at_ = ta ? at::from_blob(const_cast<A*>(a), {K, R}, opt).t() : at::from_blob(const_cast<A*>(a), {R, K}, opt);
+    auto bt = tb ? at::from_blob(const_cast<A*>(b), {N, K}, opt).t() : at::from_blob(const_cast<A*>(b), {K, N}, opt);
+    auto ot = at::from_blob(out, {R, N}, opt);
+    if (bias) {
+      at::addmm_out(ot, at::from_blob(const_cast<A*>(bias), {N}, opt), at_, bt);
+    } else {
+      at::mm_out(ot, at_, bt);
+    }
+    return;
+  }
+  constexpr int64_t L = VA<A>::size();
+  std::vector<A> abuf, bbuf;
+  const A* ar = a;
+  if (ta) {
+    abuf.resize(R * K);
+    transpose(a, K, R, abuf.data());
+    ar = abuf.data();
+  }
+  if (K >= 2 * L) {  // long contractions: dot products along K need b's rows (N, K)
+    const A* bn = b;
+    if (!tb) {
+      bbuf.resize(N * K);
+      transpose(b, K, N, bbuf.data());
+      bn = bbuf.data();
+    }
+    gemm_nt<A>(ar, bn, bias, R, N, K, out);
+  } else {  // short ones: row updates along N need b as (K, N)
+    const A* bk = b;
+    if (tb) {
+      bbuf.resize(K * N);
+      transpose(b, N, K, bbuf.data());
+      bk = bbuf.data();
+    }
+    gemm_nn<A>(ar, bk, bias, R, N, K, out);
+  }
+}
+
+// sums[n] = sum_r m[r, n] for m (R, N).
+template <typename A>
+void column_sums(const A* m, int64_t R, int64_t N, A* sums) {
+  std::fill(sums, sums + N, A(0));
+  for (const auto r : c10::irange(R))
+    for (const auto n : c10::irange(N)) sums[n] += m[r * N + n];
+}
+
 // The channel MLP's parameters in A, contiguous: w1 (hid, C), b1 (hid), w2 (C, hid), b2 (C).
 template <typename A>
 struct Mlp {
@@ -281,11 +311,10 @@ struct Mlp {
 template <typename A>
 void channel_map(const Mlp<A>& m, const A* pools, int64_t K, int64_t B, A* z, A* mc) {
   const int64_t R = K * B, C = m.C, hid = m.hid;
-  gemm_nt<A>(pools, m.w1, m.b1, R, hid, C, z);
-  std::vector<A> h(R * hid), l(R * C), w2T(hid * C);
+  matmul<A>(pools, false, m.w1, true, m.b1, R, hid, C, z);
+  std::vector<A> h(R * hid), l(R * C);
   for (const auto j : c10::irange(R * hid)) h[j] = std::max(z[j], A(0));
-  transpose(m.w2, C, hid, w2T.data());
-  gemm_nn<A>(h.data(), w2T.data(), m.b2, R, C, hid, l.data());  // the contraction is over the hidden units
+  matmul<A>(h.data(), false, m.w2, true, m.b2, R, C, hid, l.data());
   for (const auto j : c10::irange(B * C)) {
     A s = 0;
     for (const auto k : c10::irange(K)) s += l[k * B * C + j];
@@ -298,32 +327,19 @@ template <typename A>
 void channel_map_backward(const Mlp<A>& m, const A* pools, const A* z, const A* mc, const A* dmc, int64_t K,
                           int64_t B, A* dpools, A* dw1, A* db1, A* dw2, A* db2) {
   const int64_t R = K * B, C = m.C, hid = m.hid;
-  std::vector<A> dl(R * C), h(R * hid), dlT(C * R), hT(hid * R), w2T(hid * C), dz(R * hid), dzT(hid * R), pT(C * R);
+  std::vector<A> dl(R * C), h(R * hid), dz(R * hid);
   for (const auto j : c10::irange(B * C)) {
     const A d = dmc[j] * mc[j] * (A(1) - mc[j]);  // through the sigmoid; the same for each pool's MLP output
     for (const auto k : c10::irange(K)) dl[k * B * C + j] = d;
   }
   for (const auto j : c10::irange(R * hid)) h[j] = std::max(z[j], A(0));
-  transpose(dl.data(), R, C, dlT.data());
-  transpose(h.data(), R, hid, hT.data());
-  gemm_nt<A>(dlT.data(), hT.data(), nullptr, C, hid, R, dw2);  // (C, hid)
-  for (const auto c : c10::irange(C)) {
-    A s = 0;
-    for (const auto r : c10::irange(R)) s += dlT[c * R + r];
-    db2[c] = s;
-  }
-  transpose(m.w2, C, hid, w2T.data());
-  gemm_nt<A>(dl.data(), w2T.data(), nullptr, R, hid, C, dz.data());  // dh (R, hid)
+  matmul<A>(dl.data(), true, h.data(), false, nullptr, C, hid, R, dw2);  // dl^T h (C, hid)
+  column_sums<A>(dl.data(), R, C, db2);
+  matmul<A>(dl.data(), false, m.w2, false, nullptr, R, hid, C, dz.data());  // dh = dl w2 (R, hid)
   for (const auto j : c10::irange(R * hid)) dz[j] = z[j] > A(0) ? dz[j] : A(0);
-  transpose(dz.data(), R, hid, dzT.data());
-  transpose(pools, R, C, pT.data());
-  gemm_nt<A>(dzT.data(), pT.data(), nullptr, hid, C, R, dw1);  // (hid, C)
-  for (const auto j : c10::irange(hid)) {
-    A s = 0;
-    for (const auto r : c10::irange(R)) s += dzT[j * R + r];
-    db1[j] = s;
-  }
-  gemm_nn<A>(dz.data(), m.w1, nullptr, R, C, hid, dpools);  // (R, C): the contraction is over the hidden units
+  matmul<A>(dz.data(), true, pools, false, nullptr, hid, C, R, dw1);  // dz^T pools (hid, C)
+  column_sums<A>(dz.data(), R, hid, db1);
+  matmul<A>(dz.data(), false, m.w1, false, nullptr, R, C, hid, dpools);  // dz w1 (R, C)
 }
 
 }  // namespace
