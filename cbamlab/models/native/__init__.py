@@ -1,7 +1,8 @@
 """The native CBAM: `attention.CBAM`'s math, parameters and state_dict as one C++ operator per direction.
 
-`csrc/cbam.cpp` holds the kernels (see its header for how the work is laid out), `_build` compiles them on first
-use into a cache, `_ops` registers the operator's fake implementation and autograd formula. `run(cbam, x)` is
+`csrc/cbam.cpp` holds the operator and its autograd formula (see its header for how the work is laid out; the
+kernels are in `map_kernels.h` and `small_maps.h`), `_build` compiles them on first use into a cache, `_ops`
+registers the operator's fake implementations. `run(cbam, x)` is
 what `CBAM.forward` calls; `unsupported(cbam, x)` says why a call cannot run natively (then the reference runs).
 
 The spatial gate's BatchNorm normalises inside the operator, which also updates its running statistics in place
