@@ -121,11 +121,6 @@ Tensor empty_map(const Tensor& x, const Geo& g) {
                        x.options());
 }
 
-template <typename A>
-const A* ptr(const Tensor& t) {
-  return t.defined() && t.numel() ? t.data_ptr<A>() : nullptr;
-}
-
 // The small parameters in the accumulation type, contiguous (kept alive here while the kernels point into them).
 struct Small {
   Tensor w1, b1, w2, b2, conv;
