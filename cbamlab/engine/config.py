@@ -22,7 +22,7 @@ from ..data.loaders import MEMORY_BUDGET_GB
 from ..data.registry import check_val_fraction
 from ..errors import CbamlabError, ConfigError, suggest
 from ..models import model_info
-from ..models.options import ARRANGEMENTS, ATTN_IMPLS
+from ..models.options import ARRANGEMENTS, ATTN_IMPLS, POOL_TYPES
 
 EXTRA_SECTIONS = ("compare", "tune")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -51,7 +51,9 @@ class ModelConfig:
     reduction: int = 16
     kernel_size: int = 7
     arrangement: str = "channel_first"
+    spatial: bool = True               # false: CBAM's channel gate alone (the paper's channel-only ablation)
     spatial_bn_zero_init: bool = True
+    pool_types: list = field(default_factory=lambda: ["avg", "max"])  # the channel gate's descriptors
     # auto | native | reference: one CBAM computed two ways (models/native/), as threads change only rounding;
     # auto runs the native operator where it is built and supports the call, else the reference
     attn_impl: str = field(default="auto", metadata=NO_RESULT)
@@ -494,6 +496,9 @@ def validate(cfg: Config) -> Config:
            m.kernel_size)
     _choice("model.arrangement", m.arrangement, ARRANGEMENTS)
     _choice("model.attn_impl", m.attn_impl, ATTN_IMPLS)
+    _check(len(m.pool_types) >= 1 and len(set(m.pool_types)) == len(m.pool_types)
+           and all(p in POOL_TYPES for p in m.pool_types), "model.pool_types",
+           f"must be a non-empty list of distinct pool types from {', '.join(POOL_TYPES)}", m.pool_types)
     _check(m.width >= 1, "model.width", "must be >= 1", m.width)
     for k in ("num_classes", "in_chans"):
         v = getattr(m, k)

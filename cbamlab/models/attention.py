@@ -190,8 +190,8 @@ def no_attention(channels: int) -> nn.Module:
 _ATTN: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...]]] = {
     "none": (no_attention, ()),
     "se": (SE, ("reduction", "keep_map")),
-    "cbam": (CBAM, ("reduction", "kernel_size", "arrangement", "spatial_bn_zero_init", "pool_types", "keep_map",
-                    "attn_impl")),
+    "cbam": (CBAM, ("reduction", "kernel_size", "arrangement", "spatial", "spatial_bn_zero_init", "pool_types",
+                    "keep_map", "attn_impl")),
     "channel": (functools.partial(CBAM, spatial=False), ("reduction", "pool_types", "keep_map", "attn_impl")),
 }
 
@@ -203,7 +203,7 @@ def list_attn() -> list[str]:
 def get_attn(name: str | None, options: AttnOptions | None = None, **overrides) -> Callable[[int], nn.Module]:
     """A factory `channels -> module` for the attention `name` ("none", "se", "cbam", "channel").
 
-    The options (an `AttnOptions`, and/or its fields as keywords: reduction, kernel_size, arrangement,
+    The options (an `AttnOptions`, and/or its fields as keywords: reduction, kernel_size, arrangement, spatial,
     spatial_bn_zero_init, pool_types, keep_map, attn_impl) apply where the attention has them and are ignored
     otherwise, so one setting can sweep a whole list of variants. They are all checked here, before any model
     is built (the channel count is checked by the factory).

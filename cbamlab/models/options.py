@@ -44,7 +44,8 @@ class AttnOptions:
 
     reduction: the channel MLP's hidden units are channels // reduction (CBAM and SE).
     kernel_size: the spatial gate's odd k x k convolution. arrangement: "channel_first" (the paper's),
-    "spatial_first" or "parallel". spatial_bn_zero_init: the spatial gate's BN starts with gamma 0.
+    "spatial_first" or "parallel". spatial: False leaves CBAM's channel gate alone (the paper's channel-only
+    ablation). spatial_bn_zero_init: the spatial gate's BN starts with gamma 0 (True, the authors' code) or 1.
     pool_types: the channel gate's descriptors ("avg", "max", "lp", "lse"). keep_map: keep the last maps.
     attn_impl: "auto" (default: native where it runs, else reference), "native" or "reference"; the same math
     and parameters (see `native`).
@@ -54,6 +55,7 @@ class AttnOptions:
     reduction: int = 16
     kernel_size: int = 7
     arrangement: str = "channel_first"
+    spatial: bool = True
     spatial_bn_zero_init: bool = True
     pool_types: tuple = ("avg", "max")
     keep_map: bool = False
@@ -74,6 +76,7 @@ class AttnOptions:
             if p not in POOL_TYPES:
                 raise unknown("pool type", p, POOL_TYPES)
         set_("pool_types", pools)
+        set_("spatial", bool(self.spatial))
         set_("spatial_bn_zero_init", bool(self.spatial_bn_zero_init))
         set_("keep_map", bool(self.keep_map))
 
