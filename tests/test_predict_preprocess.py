@@ -10,7 +10,7 @@ from PIL import Image
 
 from cbamlab.cli import main
 from cbamlab.data import load_dataset, make_loaders
-from cbamlab.engine.predict import load_run, read_image
+from cbamlab.engine.predict import load_input_batch, load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = 16
@@ -54,8 +54,8 @@ def test_predict_input_is_eval_input_bit_for_bit(folder_run, budget):
     root, run = folder_run
     samples, want = eval_inputs(root, memory_budget_gb=budget)
     d = load_run(run).data
-    got = torch.cat([read_image(p, d["in_chans"], d["image_size"], d["mean"], d["std"], preprocess=d["preprocess"])
-                     for p, _ in samples])
+    got = torch.cat([load_input_batch(p, d["in_chans"], d["image_size"], d["mean"], d["std"],
+                                      preprocess=d["preprocess"]) for p, _ in samples])
     assert got.shape == want.shape == (18, 3, SIZE, SIZE)
     assert torch.equal(got, want)
 
@@ -102,5 +102,5 @@ def test_in_memory_sets_predict_on_evals_pixels(tmp_path, image_size):
         Image.fromarray(img[0].numpy()).save(tmp_path / f"{i}.png")
         files.append(tmp_path / f"{i}.png")
     i = bundle.info
-    got = torch.cat([read_image(f, i.in_chans, i.image_size, i.mean, i.std, preprocess=record) for f in files])
+    got = torch.cat([load_input_batch(f, i.in_chans, i.image_size, i.mean, i.std, preprocess=record) for f in files])
     assert torch.equal(got, want)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from .._io import image_size_guard
 from ..data.folder_index import IMAGE_EXTENSIONS
-from ..engine.predict import load_run, predict_topk, read_image
+from ..engine.predict import load_input_batch, load_run, predict_topk
 from ..errors import CbamlabError, DataError
 
 DESCRIPTION = """Classify image files (PNG, JPEG) with the model of a run directory. Each image is converted to
@@ -31,7 +31,7 @@ def image_files(paths) -> list[str]:
     files = []
     for path in map(Path, paths):
         if not path.is_dir():
-            files.append(str(path))  # a missing or unreadable file is named by read_image
+            files.append(str(path))  # a missing or unreadable file is named by load_input_batch
             continue
         found = sorted(str(f) for f in path.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
                        and not any(part.startswith(".") for part in f.relative_to(path).parts))
@@ -49,8 +49,8 @@ def run(args) -> int:
     inputs = []
     for path in image_files(args.images):
         with image_size_guard(path):  # a huge image: one log line, or refused over the stated limit
-            inputs.append((path, read_image(path, d["in_chans"], d["image_size"], d["mean"], d["std"],
-                                            preprocess=d["preprocess"])))
+            inputs.append((path, load_input_batch(path, d["in_chans"], d["image_size"], d["mean"], d["std"],
+                                                  preprocess=d["preprocess"])))
     for path, x in inputs:
         top = predict_topk(loaded.model, x, d["classes"], args.top)
         print(f"{path}: " + "  ".join(f"{name} {p:.4f}" for name, p in top))

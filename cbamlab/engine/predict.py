@@ -97,11 +97,12 @@ def evaluate_config(model: nn.Module, cfg: Config, split: str | None = None) -> 
     return out
 
 
-def read_image(path, in_chans: int, image_size, mean, std, *, preprocess: dict | Preprocess | None = None
-               ) -> torch.Tensor:
-    """A PNG/JPEG file as the model's input (1, C, H, W), preprocessed exactly as evaluation preprocesses the
-    run's images: `preprocess` is the run's record (`LoadedModel.data["preprocess"]`); without it the whole image
-    is resized to `image_size` (the in-memory datasets' rule)."""
+def load_input_batch(path, in_chans: int, image_size, mean, std, *,
+                     preprocess: dict | Preprocess | None = None) -> torch.Tensor:
+    """A PNG/JPEG file as the model's normalised input, a batch of one (1, C, H, W), preprocessed exactly as
+    evaluation preprocesses the run's images: `preprocess` is the run's record (`LoadedModel.data["preprocess"]`);
+    without it the whole image is resized to `image_size` (the in-memory datasets' rule). The file's decoded
+    pixels alone (uint8) are `cbamlab.data.decode.read_image`."""
     if preprocess is None:
         preprocess = Preprocess(int(in_chans), tuple(image_size), None, tuple(mean), tuple(std))
     elif isinstance(preprocess, dict):

@@ -14,7 +14,7 @@ import torch
 
 from ..data import load_dataset, normalize_batch
 from ..data.types import TensorSplit
-from ..engine.predict import read_image
+from ..engine.predict import load_input_batch
 from ..errors import CbamlabError, unknown
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def from_split(cfg, data: dict, split: str = "test", n: int = 64, classes=None, 
 def _read(path, data: dict) -> torch.Tensor:
     """One file as the model's input (1, C, H, W), with the run's preprocessing record when the run has one."""
     extra = {"preprocess": data["preprocess"]} if data.get("preprocess") is not None else {}
-    return read_image(path, data["in_chans"], data["image_size"], data["mean"], data["std"], **extra)
+    return load_input_batch(path, data["in_chans"], data["image_size"], data["mean"], data["std"], **extra)
 
 
 def _expand(paths) -> list[Path]:
