@@ -16,7 +16,7 @@ from cbamlab.engine.config import load_config
 from cbamlab.explain import (class_specificity, deletion_insertion, gradcam, spatial_maps, stage_modules)
 from cbamlab.explain.faithfulness import auc, ranking
 from cbamlab.explain.images import stratified_pick
-from cbamlab.explain.runs import select_models
+from cbamlab.explain.selection import select_models
 from cbamlab.models import create_model, get_attn, load_backbone
 from cbamlab.models.attention import SpatialGate
 from cbamlab.models.resnet import BasicBlock, ResNet

@@ -11,8 +11,8 @@ from .channels import Specificity, class_specificity
 from .faithfulness import auc, deletion_insertion, random_maps
 from .images import ImageSet, from_files, from_split
 from .maps import channel_attention, forward_with_maps, gradcam, spatial_maps, stage_modules
-from .run import Explanation, ModelResult, explain, explain_model, explain_run, write_results
-from .runs import ExplainedModel, load_model, select_models
+from .pipeline import Explanation, ModelResult, explain, explain_model, explain_run, write_results
+from .selection import ExplainedModel, load_model, select_models
 
 __all__ = [
     "gradcam", "spatial_maps", "channel_attention", "forward_with_maps", "stage_modules",

@@ -120,7 +120,7 @@ def select_models(run, against=None, seed: int | None = None,
     return models, pairs
 
 
-def check_compatible(models: list[ExplainedModel]) -> None:
+def check_same_inputs(models: list[ExplainedModel]) -> None:
     """Every model must read the same images: same classes, channels and image size."""
     first = models[0]
     for m in models[1:]:

@@ -24,7 +24,7 @@ from . import faithfulness
 from .channels import Specificity, class_specificity
 from .images import ImageSet, from_files, from_split
 from .maps import forward_with_maps, gradcam, upsample
-from .runs import ExplainedModel, check_compatible, select_models
+from .selection import ExplainedModel, check_same_inputs, select_models
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def explain_model(model, x: torch.Tensor, targets, labels=None, *, steps: int = 
 def explain(models: list[ExplainedModel], images: ImageSet, pairs=(), *, steps: int = 32, seed: int = 0,
             device: str = "cpu") -> Explanation:
     """Run `explain_model` for every model on `images`; targets are the true classes (see the module doc)."""
-    check_compatible(models)
+    check_same_inputs(models)
     dev = select_device(device)
     x = images.x.to(dev)
     targets = images.labels.copy()
