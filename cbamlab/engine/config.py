@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ TTA = ("none", "hflip")
 # Value bounds: a seed is a signed 64-bit integer for torch and numpy; a learning rate above MAX_LR or a weight decay
 # above MAX_WEIGHT_DECAY diverges or erases the weights with every optimizer here (SGD, Adam, AdamW), so it is a typo.
 MAX_SEED = 2**63 - 1
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")  # a variant label: also a folder name under a study
 MAX_LR = 10.0
 MAX_WEIGHT_DECAY = 1.0
 # Field metadata of a key that does not change what a run computes (where it runs from, how it shows progress):
@@ -62,6 +64,9 @@ class ModelConfig:
     pretrained: Optional[str] = None   # a weights file whose backbone is loaded (load_backbone)
     num_classes: Optional[int] = field(default=None, metadata=NO_RESULT)  # None: from the dataset; set: must match
     in_chans: Optional[int] = field(default=None, metadata=NO_RESULT)     # None: from the dataset; set: must match
+    # the name reports give this variant (compare sets it for a named variant); None: the model name, and the
+    # attention options where runs of one model differ in them
+    label: Optional[str] = field(default=None, metadata=NO_RESULT)
 
 
 @dataclass
@@ -500,6 +505,9 @@ def validate(cfg: Config) -> Config:
            and all(p in POOL_TYPES for p in m.pool_types), "model.pool_types",
            f"must be a non-empty list of distinct pool types from {', '.join(POOL_TYPES)}", m.pool_types)
     _check(m.width >= 1, "model.width", "must be >= 1", m.width)
+    _check(m.label is None or LABEL.fullmatch(m.label) is not None, "model.label",
+           "must be 1-64 letters, digits, '_', '-', '.' or '+', starting with a letter or digit (it names a folder)",
+           m.label)
     for k in ("num_classes", "in_chans"):
         v = getattr(m, k)
         _check(v is None or v >= 1, f"model.{k}", "must be >= 1 (or null: from the dataset)", v)

@@ -30,6 +30,7 @@ from .claim import claim_run_dir
 from .config import Config, validate
 from .ema import ModelEma
 from .loop import evaluate, train_one_epoch
+from .metrics import spatial_map_spread
 from .optim import build_optimizer
 from .runtime import (env_info, device_name, log_precision, precision_for, resolved, seed_everything,
                       select_device, set_threads)
@@ -209,6 +210,8 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
         summary = _summary(cfg, info, eval_model, device, state, final, eval_split)
         summary["precision"] = precision.as_dict()
         summary["skipped_files"] = loaders.skipped_files()  # unreadable image-folder files: skipped, never a crash
+        # is the spatial gate doing anything? the spread of its maps on the first images of the evaluation split
+        summary["spatial_maps"] = spatial_map_spread(eval_model, getattr(loaders, eval_split))
         rundir.write_summary(out, summary)
     summary = distributed.broadcast(summary, dist)
     if tb is not None:

@@ -1,8 +1,14 @@
-"""Classification metrics: top-k correct counts, a running meter, per-class accuracy and the confusion matrix."""
+"""Classification metrics: top-k correct counts, a running meter, per-class accuracy and the confusion matrix;
+and the spread of CBAM's spatial maps, which says whether the spatial gate does anything."""
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from ..models.attention import SpatialGate, keeping_maps
+
+MAP_IMAGES = 512  # the images spatial_map_spread reads: the first of the evaluation split, in its fixed order
 
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks=(1, 5)) -> list[int]:
@@ -64,3 +70,43 @@ class Meter:
             out["confusion_matrix"] = self.cm.tolist()
             out["per_class_accuracy"] = per_class_accuracy(self.cm)
         return out
+
+
+@torch.no_grad()
+def spatial_map_spread(model: nn.Module, loader, max_images: int = MAP_IMAGES) -> dict | None:
+    """{stage: {"p05", "p50", "p95", "range"}} of the spatial maps Ms (values in (0, 1)) of every CBAM in each
+    stage over the first `max_images` images of `loader`: the percentiles of all their values, and "range" the
+    mean over maps of max - min. A gate whose map is nearly constant scales every position alike. None for a
+    model without spatial gates (plain, SE, channel-only CBAM) or without `stage_names()`."""
+    if not hasattr(model, "stage_names") or not any(isinstance(m, SpatialGate) for m in model.modules()):
+        return None
+    was_training = model.training
+    model.eval()
+    stages = {name: [g for g in getattr(model, name).modules() if isinstance(g, SpatialGate)]
+              for name in model.stage_names()}
+    values: dict[str, list[torch.Tensor]] = {n: [] for n, gates in stages.items() if gates}
+    ranges: dict[str, list[torch.Tensor]] = {n: [] for n in values}
+    seen = 0
+    try:
+        with keeping_maps(model):
+            for x, _ in loader:
+                x = x[: max_images - seen]
+                model(x)
+                for name in values:
+                    for g in stages[name]:
+                        maps = g.last_map.float().flatten(1)  # (B, h * w)
+                        values[name].append(maps.flatten())
+                        ranges[name].append(maps.amax(dim=1) - maps.amin(dim=1))
+                seen += x.shape[0]
+                if seen >= max_images:
+                    break
+    finally:
+        model.train(was_training)
+    out = {}
+    for name in values:
+        v = torch.cat(values[name])
+        q = torch.quantile(v[torch.randperm(v.numel(), generator=torch.Generator().manual_seed(0))[:1 << 24]]
+                           if v.numel() > 1 << 24 else v, torch.tensor([0.05, 0.5, 0.95]))
+        out[name] = {"p05": round(float(q[0]), 4), "p50": round(float(q[1]), 4), "p95": round(float(q[2]), 4),
+                     "range": round(float(torch.cat(ranges[name]).mean()), 4), "images": seen}
+    return out

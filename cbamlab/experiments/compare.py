@@ -15,6 +15,9 @@ The YAML holds an ordinary training config plus a top-level `compare:` section:
       variants: [resnet20, resnet20_se, resnet20_cbam]
       seeds: [0, 1, 2]          # or a count: 3
       datasets: [digits]        # optional; default: the config's data.name
+
+A variant may also be a named model with options, `{name: cbam_k3, model: resnet20_cbam, options: {kernel_size:
+3}}` (variants.py): the paper's ablations as first-class variants of one study.
 """
 from __future__ import annotations
 
@@ -33,8 +36,8 @@ from ..engine.config import (config_from_dict, config_to_dict, load_config, per_
 from ..engine.rundir import CONFIG, is_complete, load_run_config, read_resolved
 from ..engine.runtime import resolved_here
 from ..errors import CbamlabError, ConfigError, suggest, unknown
-from ..models import list_models
 from .compare_shard import check_study, run_workers, study_grid, take_shard, train_one
+from .variants import Variant, parse_variants
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ _COMPARE_KEYS = ("variants", "seeds", "datasets")
 
 @dataclass
 class CompareSpec:
-    variants: list[str]
+    variants: list[Variant]
     seeds: list[int]
     datasets: list[str] | None = None
 
@@ -56,7 +59,7 @@ class CompareSpec:
 @dataclass
 class PlannedRun:
     dataset: str
-    variant: str
+    variant: str  # its label
     seed: int
     path: Path
     cfg: object  # engine Config
@@ -79,11 +82,7 @@ def parse_compare_section(section: dict | None) -> CompareSpec:
     for k in section:
         if k not in _COMPARE_KEYS:
             raise ConfigError(f"unknown key 'compare.{k}'{suggest(k, _COMPARE_KEYS)}; known: {', '.join(_COMPARE_KEYS)}")
-    variants = section.get("variants", list(DEFAULT_VARIANTS))
-    if isinstance(variants, str):
-        variants = [v.strip() for v in variants.split(",") if v.strip()]
-    if not isinstance(variants, list) or not variants or not all(isinstance(v, str) for v in variants):
-        raise ConfigError(f"compare.variants: expected a non-empty list of model names, got {variants!r}")
+    variants = parse_variants(section.get("variants", list(DEFAULT_VARIANTS)))
     seeds = section.get("seeds", list(DEFAULT_SEEDS))
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if seeds < 1:
@@ -98,7 +97,7 @@ def parse_compare_section(section: dict | None) -> CompareSpec:
     if datasets is not None and (not isinstance(datasets, list) or not datasets
                                  or not all(isinstance(d, str) for d in datasets)):
         raise ConfigError(f"compare.datasets: expected a non-empty list of dataset names, got {datasets!r}")
-    for key, values in (("variants", variants), ("seeds", seeds), ("datasets", datasets or [])):
+    for key, values in (("seeds", seeds), ("datasets", datasets or [])):
         dup = sorted({str(v) for v in values if values.count(v) > 1})
         if dup:
             raise ConfigError(f"compare.{key}: listed twice: {', '.join(dup)}")
@@ -136,12 +135,9 @@ def load_compare_config(path=None, overrides=()):
     return cfg, spec
 
 
-def check_variants(variants) -> None:
-    """Every variant must be a registered model: checked before anything trains."""
-    known = list_models()
-    for v in variants:
-        if v not in known:
-            raise unknown("model", v, known)
+def as_variants(variants) -> list[Variant]:
+    """Model names, mappings or Variants as checked Variants (`parse_variants`): before anything trains."""
+    return parse_variants([v.record() if isinstance(v, Variant) else v for v in variants])
 
 
 def check_datasets(datasets) -> None:
@@ -155,7 +151,7 @@ def plan(base_cfg, variants, seeds, out_dir, datasets=None) -> list[PlannedRun]:
     """Every run of the matrix, ordered dataset, seed, variant: an interrupted comparison leaves whole
     seed-pairs behind it."""
     datasets = list(datasets) if datasets else [base_cfg.data.name]
-    check_variants(variants)
+    variants = as_variants(variants)
     check_datasets(datasets)
     base = config_to_dict(base_cfg)
     runs = []
@@ -164,12 +160,16 @@ def plan(base_cfg, variants, seeds, out_dir, datasets=None) -> list[PlannedRun]:
             for variant in variants:
                 d = copy.deepcopy(base)
                 d["seed"] = int(seed)
-                d["model"]["name"] = variant
+                d["model"] = variant.model_section(d["model"])
                 if dataset != base_cfg.data.name:
                     d["data"]["name"] = dataset
                     d["data"]["root"] = None  # a root belongs to the config's own dataset
-                runs.append(PlannedRun(dataset, variant, int(seed), Path(out_dir) / dataset / variant / f"seed{seed}",
-                                       config_from_dict(d)))
+                try:
+                    cfg = config_from_dict(d)
+                except ConfigError as e:
+                    raise ConfigError(f"compare variant {variant.label}: {e}") from None
+                runs.append(PlannedRun(dataset, variant.label, int(seed),
+                                       Path(out_dir) / dataset / variant.label / f"seed{seed}", cfg))
     return runs
 
 
@@ -194,7 +194,8 @@ def run_compare(base_cfg, variants, seeds, out_dir, datasets=None, *, report: bo
         warnings.warn("run_compare(report=...) is deprecated and ignored: run_compare trains only; write the report "
                       "with cbamlab.report.write_report(out_dir)", DeprecationWarning, stacklevel=2)
     out_dir = Path(out_dir)
-    runs = plan(base_cfg, list(variants), list(seeds), out_dir, datasets)
+    variants = as_variants(variants)
+    runs = plan(base_cfg, variants, list(seeds), out_dir, datasets)
     if workers < 1:
         raise ConfigError(f"--workers {workers}: must be >= 1")
     result = CompareResult(out_dir=out_dir)
@@ -202,7 +203,7 @@ def run_compare(base_cfg, variants, seeds, out_dir, datasets=None, *, report: bo
     done = [r for r in runs if is_complete(r.path)]
     for r in done:
         _check_reusable(r, here)
-    check_study(out_dir, base_cfg, study_grid(variants, seeds, datasets), sharded=shard is not None, resolved=here)
+    check_study(out_dir, base_cfg, study_grid([v.record() for v in variants], seeds, datasets), sharded=shard is not None, resolved=here)
     mine = take_shard(runs, shard)
     log.info("compare: %d runs (%d finished, reused), %d to train into %s%s", len(runs), len(done),
              len(runs) - len(done), out_dir, f"; shard {shard[0]}/{shard[1]}: {len(mine)} of them" if shard else "")

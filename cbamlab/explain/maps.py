@@ -14,7 +14,6 @@ size and channel count.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Sequence
 
 import numpy as np
@@ -25,7 +24,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from ..errors import CbamlabError, unknown
-from ..models.attention import SE, ChannelGate, SpatialGate
+from ..models.attention import SE, ChannelGate, SpatialGate, keeping_maps
 
 CAM_METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus}
 _TORCHVISION_STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -81,20 +80,6 @@ def gradcam(model: nn.Module, x: torch.Tensor, target, *, method: str = "gradcam
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     return np.concatenate(out).astype(np.float32)  # (B, H, W)
-
-
-@contextlib.contextmanager
-def keeping_maps(model: nn.Module):
-    """Every attention gate of `model` keeps its last map inside the block; the previous settings come back after."""
-    gates = [m for m in model.modules() if isinstance(m, (ChannelGate, SpatialGate, SE))]
-    before = [(g.keep_map, g.last_map) for g in gates]
-    for g in gates:
-        g.keep_map, g.last_map = True, None
-    try:
-        yield
-    finally:
-        for g, (keep, last) in zip(gates, before):
-            g.keep_map, g.last_map = keep, last
 
 
 def _stage_mean(maps: list[torch.Tensor]) -> torch.Tensor | None:

@@ -17,6 +17,7 @@ for visualisation.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Callable
@@ -29,7 +30,7 @@ from . import native
 from .options import ARRANGEMENTS, ATTN_IMPLS, POOL_TYPES, AttnOptions, odd_kernel, positive_int
 
 __all__ = ["ChannelGate", "SpatialGate", "CBAM", "SE", "get_attn", "list_attn", "no_attention", "set_attn_impl",
-           "attn_impl_report",
+           "attn_impl_report", "keeping_maps",
            "AttnOptions", "ARRANGEMENTS", "ATTN_IMPLS", "POOL_TYPES"]
 
 
@@ -241,3 +242,17 @@ def set_attn_impl(model: nn.Module, impl: str) -> int:
     for m in modules:
         m.attn_impl = impl
     return len(modules)
+
+
+@contextlib.contextmanager
+def keeping_maps(model: nn.Module):
+    """Every attention gate of `model` keeps its last map inside the block; the previous settings come back after."""
+    gates = [m for m in model.modules() if isinstance(m, _KeepsMap)]
+    before = [(g.keep_map, g.last_map) for g in gates]
+    for g in gates:
+        g.keep_map, g.last_map = True, None
+    try:
+        yield
+    finally:
+        for g, (keep, last) in zip(gates, before):
+            g.keep_map, g.last_map = keep, last

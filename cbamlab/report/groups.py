@@ -6,7 +6,8 @@ comparison varies on purpose: the seed, the model name and its attention options
 their result identities (`engine.config.result_identity`: the recipe, with what each run resolved "auto"
 precision, memory layout and device to, as its env.json records) are equal; the others land in separate groups,
 and the report shows each group on its own. Within a group, a model whose runs differ in an attention option
-becomes several variants, labelled with the options that differ.
+becomes several variants, labelled with the options that differ, unless its runs carry a label of their own
+(`model.label`: compare's named variants, such as the paper's ablations), which then names and groups them.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from ..engine.config import per_machine_keys, result_differences, result_identit
 from ..engine.rundir import Run, find_runs
 from ..errors import CbamlabError
 from ..models import model_info
-from ..models.options import ATTN_OPTIONS
+from ..models.options import ATTN_OPTIONS, AttnOptions
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +41,49 @@ class Group:
     variants: list[str]
     runs: dict[str, dict[int, Run]]
     resolved: dict = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)  # variant -> its registered model
+    options: dict[str, dict] = field(default_factory=dict)  # variant -> its attention options
 
     def seeds(self, variant: str) -> list[int]:
         return sorted(self.runs[variant])
 
+    def model_of(self, variant: str) -> str:
+        return self.models.get(variant) or variant.split(" ")[0]  # "resnet20_cbam (reduction=8)"
+
     def baseline_for(self, variant: str) -> str | None:
         """The plain twin of `variant` when it is in the group, else the group's first plain variant, else None."""
-        model = variant.split(" ")[0]  # a label may carry options: "resnet20_cbam (reduction=8)"
+        model = self.model_of(variant)
         if attn_kind(model) == "none":
             return None
         twin = plain_twin(model)
-        if twin in self.runs:
+        plain = [v for v in self.variants if attn_kind(self.model_of(v)) == "none"]
+        if twin in plain:
             return twin
-        plain = [v for v in self.variants if attn_kind(v.split(" ")[0]) == "none"]
         return plain[0] if plain else None
+
+    def default_cbam_for(self, variant: str) -> str | None:
+        """For a CBAM variant with other attention options than the defaults (an ablation), the variant of the same
+        network with CBAM's default options when the group has it; else None."""
+        model = self.model_of(variant)
+        if attn_kind(model) != "cbam" or is_default_attn(self.options.get(variant)):
+            return None
+        same = [v for v in self.variants if self.model_of(v) == model and is_default_attn(self.options.get(v))]
+        return same[0] if same else None
+
+
+_AS_BUILT = ("attn_impl", "keep_map")  # attention options that do not change what a model computes
+
+
+def is_default_attn(options: dict | None) -> bool:
+    """Whether recorded attention options (None: not recorded) are AttnOptions' defaults in all that changes a
+    result."""
+    defaults = AttnOptions()
+    return options is None or all(_same(options.get(k, getattr(defaults, k)), getattr(defaults, k))
+                                  for k in ATTN_OPTIONS if k not in _AS_BUILT)
+
+
+def _same(a, b) -> bool:
+    return list(a) == list(b) if isinstance(b, tuple) else a == b
 
 
 def attn_kind(model: str) -> str:
@@ -127,6 +157,8 @@ def identity_of(run: Run) -> dict:
 
 def _variant_label(run: Run, varying: list[str]) -> str:
     opts = run.config.get("model") or {}
+    if opts.get("label"):
+        return opts["label"]
     extra = [f"{k}={opts.get(k)}" for k in varying]
     return run.model + (f" ({', '.join(extra)})" if extra else "")
 
@@ -140,9 +172,10 @@ def _varying_options(runs: list[Run]) -> list[str]:
     return [k for k in ATTN_OPTIONS if k in keys]
 
 
-def variant_order(name: str):
-    base = name.split(" ")[0]
-    return (plain_twin(base), _ATTN_ORDER.get(attn_kind(base), 3), name)
+def variant_order(name: str, model: str | None = None):
+    """Plain first, then SE, then CBAM, per network; a model's own name before the labels of its options."""
+    base = model or name.split(" ")[0]
+    return (plain_twin(base), _ATTN_ORDER.get(attn_kind(base), 3), name != base, name)
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
@@ -159,20 +192,28 @@ def group_runs(runs: list[Run]) -> list[Group]:
             kv[0][0], -len(kv[1]), json.dumps(recipes[kv[0]], sort_keys=True, default=str), kv[0][1])):
         per_model: dict[str, list[Run]] = defaultdict(list)
         for run in members:
-            per_model[run.model].append(run)
+            if not (run.config.get("model") or {}).get("label"):  # labelled runs are named, not told apart
+                per_model[run.model].append(run)
         varying = {m: _varying_options(rs) for m, rs in per_model.items()}
         table: dict[str, dict[int, Run]] = defaultdict(dict)
+        models: dict[str, str] = {}
+        options: dict[str, dict] = {}
         for run in members:
-            label = _variant_label(run, varying[run.model])
+            label = _variant_label(run, varying.get(run.model, []))
+            if models.setdefault(label, run.model) != run.model:
+                raise CbamlabError(f"the label {label} names runs of {models[label]} and of {run.model} under one "
+                                   f"recipe ({run.path}); give each variant its own label")
+            model_section = with_defaults(run.config).get("model") or {}
+            options.setdefault(label, {k: model_section.get(k) for k in ATTN_OPTIONS if k in model_section})
             if run.seed in table[label]:
                 other = table[label][run.seed].path
                 raise CbamlabError(f"two finished runs of {label} seed {run.seed} under one recipe: {other} and "
                                    f"{run.path}; remove one or report them separately")
             table[label][run.seed] = run
-        variants = sorted(table, key=variant_order)
+        variants = sorted(table, key=lambda v: variant_order(v, models[v]))
         resolved = {k: members[0].resolved[k] for k in per_machine_keys()}
         groups.append(Group(dataset=dataset, recipe=recipes[(dataset, key)], variants=variants, runs=dict(table),
-                            resolved=resolved))
+                            resolved=resolved, models=models, options=options))
     return groups
 
 

@@ -111,7 +111,7 @@ def rows(group: Group, confidence: float = 0.95) -> list[Row]:
             latency_ms=_mean_of(r.summary.get("inference_latency_ms") for r in runs),
             device=_distinct(r.summary.get("device") or r.env.get("device") for r in runs),
             torch=_distinct(r.summary.get("torch_version") or r.env.get("torch") for r in runs),
-            is_baseline=attn_kind(variant.split(" ")[0]) == "none"))
+            is_baseline=attn_kind(group.model_of(variant)) == "none"))
     return out
 
 
