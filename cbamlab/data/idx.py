@@ -1,7 +1,7 @@
 """MNIST and Fashion-MNIST from their IDX files (LeCun's format), gzipped or not, read by cbamlab itself.
 
-A reader only: locate.py finds the folder. Decoding the gzipped Fashion-MNIST training images takes about 0.3 s on
-one core, so decoded arrays are not cached.
+A reader only: locate.py finds the folder. Decoding the gzipped files is cheap beside an epoch of training, so
+decoded arrays are not cached.
 """
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ def single_thread():
     """Run the batch ops on one CPU thread, then give the training step all of them back.
 
     A batch is ~100 KB: splitting its ops across threads gains nothing, and on a busy machine waking a second
-    thread costs milliseconds (measured 10x slower with 2 threads on 2 shared cores). Setting it costs < 1 us.
+    thread costs more than the ops themselves (measured slower with 2 threads on 2 shared cores). Setting the
+    thread count is cheap beside a batch.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -105,11 +105,12 @@ def resolve_precision(amp: str, channels_last, facts: DeviceFacts) -> Precision:
     """`train.amp` and `train.channels_last` with "auto" replaced by what is faster on `facts`' device.
 
     channels_last: on CUDA from compute capability 7.0 (tensor cores; cuDNN's NHWC kernels); on CPUs with
-    AVX-512, where oneDNN's channels_last convolutions are faster (resnet20 training step x1.2-1.3 on Zen 4,
-    and CBAM's spatial-map products are row products there); NCHW elsewhere (not measured: kept as before).
-    amp: bf16 on GPUs that compute in it and on CPUs with native bf16 (avx512_bf16 or amx_bf16), where
-    bf16 autocast + channels_last trains resnet20 x1.5 and resnet20_cbam x1.2 faster than float32
-    channels_last (one-thread steps, Zen 4, torch 2.14); fp16 is never picked (it needs loss scaling).
+    AVX-512, where oneDNN's channels_last convolutions are faster (and CBAM's spatial-map products are row
+    products there); NCHW elsewhere (not measured: kept as before).
+    amp: bf16 on GPUs that compute in it and on CPUs with native bf16 (avx512_bf16 or amx_bf16), where bf16
+    autocast + channels_last trains faster than float32; fp16 is never picked (it needs loss scaling). The
+    measured speed and accuracy of the automatic choice against float32: docs/performance.md ("Automatic
+    precision against float32", from benchmarks/results/precision_accuracy.md).
     An automatic choice evaluates in float32 (a bfloat16 logit has 3 digits: ties between classes would move the
     measured accuracy; evaluation is a small part of the time). Explicit values pass through unchanged and
     evaluate as they train.
