@@ -9,7 +9,7 @@ from cbamlab import list_models
 from cbamlab.cli import main
 from cbamlab.data import resolve_augment
 from cbamlab.engine.config import config_to_dict, diff_configs, load_config, read_yaml
-from cbamlab.experiments import tune
+from cbamlab.experiments import compare, tune
 from cbamlab.experiments.compare import load_compare_config
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
@@ -28,7 +28,7 @@ def test_every_config_loads_as_its_commands_load_it(path, capsys):
     raw = read_yaml(path)
     if "compare" in raw:
         base, spec = load_compare_config(path)
-        assert base == cfg and all(v in list_models() for v in spec.variants) and spec.seeds
+        assert base == cfg and all(v.model in list_models() for v in spec.variants) and spec.seeds
     if "tune" in raw:
         base, settings = tune.prepare(raw)
         assert base["train"]["eval_test"] is False and base["data"]["val_fraction"] > 0  # test never read
@@ -99,7 +99,7 @@ def test_the_recipe_holds_the_best_trial_of_the_committed_search(tmp_path):
 
 def test_converged_fashion_mnist_comparison():
     cfg, spec = load_compare_config(ROOT / "compare_fashion_mnist_converged.yaml")
-    assert spec.variants == THREE and spec.seeds == [0, 1, 2, 3, 4]
+    assert [v.label for v in spec.variants] == THREE and spec.seeds == [0, 1, 2, 3, 4]
     assert (cfg.data.name, cfg.train.epochs, cfg.train.batch_size) == ("fashion_mnist", 30, 128)
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == ("sgd", 0.1, 0.9, 5e-4)
     assert cfg.schedule.name in ("multistep", "cosine")
@@ -109,12 +109,32 @@ def test_converged_fashion_mnist_comparison():
 
 def test_digits_comparison_with_ten_seeds():
     cfg, spec = load_compare_config(ROOT / "compare_digits_seeds.yaml")
-    assert spec.variants == THREE and spec.seeds == list(range(10)) and cfg.data.name == "digits"
+    assert [v.label for v in spec.variants] == THREE and spec.seeds == list(range(10)) and cfg.data.name == "digits"
     assert diff_configs(cfg, load_config(ROOT / "digits_quick.yaml")) == []  # the full quick digits recipe
 
 
 def test_resnet56_pair_is_the_converged_recipe():
     cfg, spec = load_compare_config(ROOT / "compare_fashion_mnist_resnet56.yaml")
     converged, _ = load_compare_config(ROOT / "compare_fashion_mnist_converged.yaml")
-    assert spec.variants == ["resnet56", "resnet56_cbam"] and len(spec.seeds) >= 3
+    assert [v.label for v in spec.variants] == ["resnet56", "resnet56_cbam"] and len(spec.seeds) >= 3
     assert diff_configs(cfg, converged) == []  # the same recipe; only the compared variants differ
+
+
+def test_digits_ablation_is_the_ten_seed_recipe_with_the_papers_variants(tmp_path):
+    cfg, spec = load_compare_config(ROOT / "compare_ablation_digits.yaml")
+    seeds_cfg, _ = load_compare_config(ROOT / "compare_digits_seeds.yaml")
+    assert diff_configs(cfg, seeds_cfg) == [] and spec.seeds == list(range(10))
+    default = load_config(None).model
+    changed = {}
+    for run in compare.plan(cfg, spec.variants, [0], tmp_path):
+        m = run.cfg.model
+        changed[run.variant] = (m.name, {k: getattr(m, k) for k in ("kernel_size", "arrangement", "spatial",
+                                                                      "spatial_bn_zero_init", "pool_types")
+                                          if getattr(m, k) != getattr(default, k)})
+    assert changed == {
+        "resnet20": ("resnet20", {}), "resnet20_se": ("resnet20_se", {}), "resnet20_cbam": ("resnet20_cbam", {}),
+        "channel_only": ("resnet20_cbam", {"spatial": False}), "pool_avg": ("resnet20_cbam", {"pool_types": ["avg"]}),
+        "pool_max": ("resnet20_cbam", {"pool_types": ["max"]}), "kernel3": ("resnet20_cbam", {"kernel_size": 3}),
+        "spatial_first": ("resnet20_cbam", {"arrangement": "spatial_first"}),
+        "parallel": ("resnet20_cbam", {"arrangement": "parallel"}),
+        "gamma1": ("resnet20_cbam", {"spatial_bn_zero_init": False})}
