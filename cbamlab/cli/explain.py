@@ -9,6 +9,9 @@ from ..errors import CbamlabError
 DESCRIPTION = """Show where trained models look and measure whether it matters. RUN is a `cbamlab train` run
 directory, or a `cbamlab compare` folder: there each SE/CBAM variant is paired with its plain twin of the same
 seed (--seed, default the smallest). --against RUN2 pairs any two run directories (differences are RUN - RUN2).
+--all-seeds explains every seed of a compare folder on the same images (each into OUT/seed<k>/) and writes
+explain_seeds.md/.html: each map's faithfulness per variant across training seeds, and each variant paired by
+seed with its plain twin (interval, t-test and sign-flip p): an answer about the architecture, not one model.
 
 For each image and model: the top-3 predictions, Grad-CAM and Grad-CAM++ of the true class at the last stage,
 and for CBAM models the spatial attention map of every stage; for SE/CBAM the channel attention per stage.
@@ -35,8 +38,11 @@ def register(subparsers) -> None:
     p.add_argument("--n", type=int, default=64, metavar="N", help="images drawn from the split, stratified by "
                    "class with a fixed seed (default: 64)")
     p.add_argument("--classes", nargs="+", metavar="NAME", help="only images of these classes")
-    p.add_argument("--seed", type=int, metavar="K", help="in a compare folder: the runs of this training seed "
-                   "(default: the smallest)")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, metavar="K", help="in a compare folder: the runs of this training seed "
+                       "(default: the smallest)")
+    seeds.add_argument("--all-seeds", action="store_true", help="in a compare folder: every training seed, paired "
+                       "across seeds (OUT/seed<k>/ and OUT/explain_seeds.md)")
     p.add_argument("--image-seed", type=int, default=0, metavar="S",
                    help="seed of the image draw, the random-order baseline and tie-breaking (default: 0)")
     p.add_argument("--steps", type=int, default=32, metavar="S",
@@ -52,13 +58,28 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     # grad-cam (with OpenCV) and matplotlib load only when the command runs, so other commands start fast
-    from ..explain import explain_run
+    from ..explain import explain_run, explain_seeds
     from ..report.explain import write_explain_report
+    from ..report.explain_seeds import collect, paired, sentence, write_seeds_report
 
     for name in ("steps", "figure_images"):
         if getattr(args, name) < 1:
             raise CbamlabError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     out = Path(args.out) if args.out else Path(args.run) / "explain"
+    if args.all_seeds:
+        if args.against:
+            raise CbamlabError("--all-seeds explains the seeds of a compare folder; --against pairs two run "
+                               "directories: use one of them")
+        done = explain_seeds(args.run, out=out, images=args.images, split=args.split, n=args.n,
+                             classes=args.classes, checkpoint=args.checkpoint, steps=args.steps,
+                             image_seed=args.image_seed, device=args.device)
+        for seed in done:
+            write_explain_report(out / f"seed{seed}", args.figure_images)
+        md, page = write_seeds_report(out)
+        for row in paired(collect(out)):
+            print(f"- {sentence(row)}")
+        print(f"explain across seeds: {page} and {md}")
+        return 0
     expl = explain_run(args.run, args.against, images=args.images, split=args.split, n=args.n, classes=args.classes,
                        seed=args.seed, checkpoint=args.checkpoint, steps=args.steps, image_seed=args.image_seed,
                        device=args.device, out=out)

@@ -11,12 +11,12 @@ from .channels import Specificity, class_specificity
 from .faithfulness import auc, deletion_insertion, random_maps
 from .images import ImageSet, from_files, from_split
 from .maps import channel_attention, forward_with_maps, gradcam, spatial_maps, stage_modules
-from .pipeline import Explanation, ModelResult, explain, explain_model, explain_run, write_results
+from .pipeline import Explanation, ModelResult, explain, explain_model, explain_run, explain_seeds, write_results
 from .selection import ExplainedModel, load_model, select_models
 
 __all__ = [
     "gradcam", "spatial_maps", "channel_attention", "forward_with_maps", "stage_modules",
     "deletion_insertion", "auc", "random_maps", "class_specificity", "Specificity",
-    "explain_run", "explain", "explain_model", "write_results", "Explanation", "ModelResult",
+    "explain_run", "explain_seeds", "explain", "explain_model", "write_results", "Explanation", "ModelResult",
     "ImageSet", "from_split", "from_files", "ExplainedModel", "load_model", "select_models",
 ]

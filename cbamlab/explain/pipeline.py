@@ -24,7 +24,7 @@ from . import faithfulness
 from .channels import Specificity, class_specificity
 from .images import ImageSet, from_files, from_split
 from .maps import forward_with_maps, gradcam, upsample
-from .selection import ExplainedModel, check_same_inputs, select_models
+from .selection import ExplainedModel, check_same_inputs, compare_seeds, select_models
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,22 @@ def explain_run(run, against=None, *, images=None, split: str = "test", n: int =
     if out is not None:
         write_results(expl, out)
     return expl
+
+
+def explain_seeds(run, seeds=None, *, out, **kw) -> dict[int, Explanation]:
+    """`explain_run` for every training seed of a compare folder (or the `seeds` given), on the same images, each
+    into out/seed<k>/: the per-seed files that `cbamlab.report.explain_seeds` pairs across seeds. Returns
+    {seed: Explanation}."""
+    known = compare_seeds(run)
+    if not known:
+        raise CbamlabError(f"{run} is not a compare folder (no <variant>/seed<k>/ runs under it): explaining "
+                           "across seeds needs the runs of several seeds")
+    seeds = known if seeds is None else sorted(set(seeds))
+    missing = [s for s in seeds if s not in known]
+    if missing:
+        raise CbamlabError(f"{run} has no runs with seed {', '.join(map(str, missing))}; seeds there: "
+                           f"{', '.join(map(str, known))}")
+    return {s: explain_run(run, seed=s, out=Path(out) / f"seed{s}", **kw) for s in seeds}
 
 
 def map_names(expl: Explanation) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from ..engine import predict as _engine_predict
-from ..engine import rundir as _rundir
+from .. import runs as _rundir
 from ..errors import CbamlabError
 from ..models import model_info
 
@@ -45,7 +45,8 @@ def load_model(run_dir, checkpoint: str = "last") -> ExplainedModel:
         raise CbamlabError(f"no such run directory: {run_dir}")
     loaded = _engine_predict.load_run(run_dir, checkpoint)
     name = loaded.cfg.model.name
-    return ExplainedModel(label=name, model=loaded.model, name=name, attn=model_info(name).attn,
+    label = loaded.cfg.model.label or name  # a compare study's named variant keeps its name here
+    return ExplainedModel(label=label, model=loaded.model, name=name, attn=model_info(name).attn,
                           data=dict(loaded.data), seed=loaded.cfg.seed, run=str(run_dir), cfg=loaded.cfg)
 
 
@@ -64,6 +65,12 @@ def _compare_runs(root: Path) -> dict[int, list[Path]]:
     for r in runs:
         by_seed.setdefault(int(_SEED_DIR.match(r.name).group(1)), []).append(r)
     return by_seed
+
+
+def compare_seeds(root) -> list[int]:
+    """The training seeds of a compare folder's runs, sorted; [] for anything else."""
+    root = Path(root)
+    return sorted(_compare_runs(root)) if root.is_dir() and not is_run_dir(root) else []
 
 
 def _unique_labels(models: list[ExplainedModel]) -> None:
@@ -106,9 +113,9 @@ def select_models(run, against=None, seed: int | None = None,
         raise CbamlabError(f"{run} has no runs with seed {seed}; seeds there: {', '.join(map(str, sorted(by_seed)))}")
     models = [load_model(r, checkpoint) for r in by_seed[seed]]
     order = {"none": 0, "se": 1, "cbam": 2}
-    models.sort(key=lambda m: (order.get(m.attn, 3), m.name))
+    models.sort(key=lambda m: (order.get(m.attn, 3), m.label != m.name, m.label))
     _unique_labels(models)
-    by_name = {m.name: m for m in models}
+    by_name = {m.name: m for m in models if m.attn == "none"}  # the plain twins
     pairs = []
     for m in models:
         base = by_name.get(model_info(m.name).base)
