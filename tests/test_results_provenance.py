@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cbamlab.report import tables
+from cbamlab.report.explain_seeds import MD, write_seeds_report
 from cbamlab.report.groups import load_groups
 from cbamlab.report.writer import write_report
 
@@ -162,3 +163,31 @@ def test_every_result_figure_on_a_page_is_from_the_committed_report_of_its_study
         return [line for line in Path(path).read_text(encoding="utf-8").splitlines()
                 if not line.startswith("Generated ")]
     assert body(ROOT / study / "report.md") == body(fresh.markdown), f"{study}/report.md is stale: run cbamlab report"
+
+
+SEEDS_BLOCK = re.compile(r"<!-- explain-seeds: (\S+) -->\n(.*?)<!-- /explain-seeds -->", re.S)
+
+
+def seeds_blocks():
+    """(page, explain folder, quoted text) of every across-seeds explain block on every page."""
+    return [(name(doc), folder, text) for doc in DOCUMENTS
+            for folder, text in SEEDS_BLOCK.findall(doc.read_text(encoding="utf-8"))]
+
+
+@pytest.mark.parametrize("page,folder,text", seeds_blocks(), ids=[f"{b[0]}:{b[1]}" for b in seeds_blocks()])
+def test_every_quoted_faithfulness_line_is_what_the_seeds_report_computes_now(page, folder, text, tmp_path):
+    """An across-seeds faithfulness block quotes explain_seeds.md as `write_seeds_report` writes it now from the
+    committed per-seed files (seed<k>/explain.json and scores.csv), and the committed explain_seeds.md is that."""
+    source = ROOT / folder
+    seeds = sorted(source.glob("seed*/scores.csv"))
+    assert len(seeds) >= 2, f"{folder} has no committed per-seed explain files"
+    for scores in seeds:
+        copy = tmp_path / scores.parent.name
+        copy.mkdir()
+        for f in ("explain.json", "scores.csv"):
+            (copy / f).write_bytes((scores.parent / f).read_bytes())
+    md, _ = write_seeds_report(tmp_path)
+    fresh = md.read_text(encoding="utf-8")
+    assert (source / MD).read_text(encoding="utf-8") == fresh, f"{folder}/{MD} is stale: run cbamlab explain"
+    missing = [line for line in text.splitlines() if line.strip() and line not in fresh.splitlines()]
+    assert not missing, f"{page} lines for {folder} that the seeds report does not give: {missing}"
