@@ -19,6 +19,7 @@ from cbamlab.engine.config import config_to_dict
 from cbamlab.errors import CbamlabError, ConfigError
 from cbamlab.experiments import compare
 from cbamlab.report import groups, tables
+from cbamlab.report.render import markdown_table
 from fake_runs import env_as_fit_writes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,7 +210,7 @@ def test_real_fit_resumed_and_reused_across_threads_then_grouped_by_the_report(t
     assert group.runs["resnet20"][0].summary == summary
     (row,) = tables.rows(group)
     assert row.n == 1 and row.top1.mean == summary["top1"] and row.params == summary["params"]
-    assert f"| resnet20 | 1 | {100 * summary['top1']:.2f} |" in tables.markdown([row])
+    assert f"| resnet20 | 1 | {100 * summary['top1']:.2f} |" in markdown_table(*tables.table([row]))
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from cbamlab.experiments import compare
 from cbamlab.experiments.variants import Variant, parse_variants
 from cbamlab.models import create_model
 from cbamlab.report import ablation, groups, stats, tables
+from cbamlab.report.render import markdown_table
 from cbamlab.report.writer import write_report
 from fake_runs import make_run
 
@@ -104,7 +105,7 @@ def test_report_groups_by_label_and_pairs_ablations_with_default_cbam(tmp_path):
     assert k3.reference == "resnet20_cbam"
     assert k3.delta_top1.mean == pytest.approx(stats.mean([-0.01, 0.01, -0.02]))
     assert k3.maps == {"layer1": pytest.approx((0.41, 0.60, 0.2))} and table[1].maps == {}
-    text = ablation.markdown(table)
+    text = markdown_table(*ablation.table(table))
     assert "| k3 | 3 | 92.67 ± 0.58 | -0.67 [" in text and "0.41–0.60 (0.20)" in text
     assert "| resnet20_cbam | 3 | 93.33 ± 1.53 | reference |" in text and "n/a (no spatial gate)" in text
     assert any(s.startswith("k3 -0.67 ± ") and "vs resnet20_cbam" in s for s in ablation.sentences(table))

@@ -12,7 +12,7 @@ from cbamlab.cli import main
 from cbamlab.engine import rundir
 from cbamlab.engine.rundir import find_runs
 from cbamlab.errors import CbamlabError
-from cbamlab.report import plots, tables
+from cbamlab.report import class_plots, plots, tables
 from cbamlab.report.groups import group_runs
 from cbamlab.report.writer import write_report
 from fake_runs import make_run
@@ -97,7 +97,8 @@ def test_figures_are_real_images(tmp_path):
     write_comparison(tmp_path)
     (group,) = group_runs(find_runs(tmp_path))
     for png in (plots.accuracy_curves(group), plots.loss_curves(group), plots.lr_schedule(group),
-                plots.accuracy_vs_minutes(group), plots.per_class_accuracy(group, "resnet20_cbam", "resnet20"), plots.confusion_matrices(group)):
+                plots.accuracy_vs_minutes(group), class_plots.per_class_accuracy(group, "resnet20_cbam", "resnet20"),
+                class_plots.confusion_matrices(group)):
         img = mpimg.imread(io.BytesIO(png), format="png")
         assert img.shape[0] > 300 and img.shape[1] > 500
         assert img[..., :3].std() > 0.05  # something is drawn, not a blank canvas
@@ -148,14 +149,14 @@ def test_datasets_and_recipes_get_separate_sections(tmp_path):
         make_run(tmp_path / "lr005", "resnet20_cbam", seed, recipe={"optim": {"lr": 0.05}})
         make_run(tmp_path, "resnet20", seed, dataset="fashion_mnist")
     paths = write_report(tmp_path)
-    titles = [s.title for s in paths.sections]
+    titles = [c.title for c in paths.comparisons]
     assert titles == ["digits, recipe 1 of 2", "digits, recipe 2 of 2", "fashion_mnist"]
-    assert [s.rows[0].n for s in paths.sections] == [3, 2, 2]
+    assert [c.rows[0].n for c in paths.comparisons] == [3, 2, 2]
     md = paths.markdown.read_text()
     assert "3 separate comparisons" in md
     assert "the recipes differ in optim.lr: 0.1 vs 0.05" in md
     # never a pooled comparison: the lr=0.05 CBAM runs are compared with the lr=0.05 baseline only
-    lr005 = paths.sections[1]
+    lr005 = paths.comparisons[1]
     assert lr005.rows[1].delta_top1.n == 2
     assert {p.name for p in paths.figures} >= {"digits-recipe1-accuracy.png", "digits-recipe2-accuracy.png",
                                                "fashion_mnist-accuracy.png"}

@@ -211,17 +211,20 @@ def test_report_from_a_study(tmp_path):
     for png in ("history.png", "curves.png", "importance.png"):
         assert (tmp_path / "digits-quick" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"({png})" in text
+    page = (tmp_path / "digits-quick" / "report.html").read_text()  # the same document, figures embedded
+    assert page.count('src="data:image/png;base64,') == 3 and "<code>optim.lr</code>" in page
 
 
 def test_report_final_table_from_a_record(tmp_path):
-    from cbamlab.report.tune_report import render_markdown
+    from cbamlab.report import render
+    from cbamlab.report.tune_report import document
 
     base, settings = search_settings()
     record = tune.run_tune(base, settings, tmp_path, trials=2, n_seeds=0, objective=constant_objective)
     runs = [{"seed": s, "run_dir": f"final/trial0000/seed{s}", "test_top1": v, "test_top5": 0.99, "test_loss": 0.2,
              "epochs": 4, "wall_time_s": 3.0, "device": "cpu", "torch_version": "2"} for s, v in ((0, 0.9), (1, 0.94))]
     record["final"] = {"trial": 0, "runs": runs, "test_top1": tune.mean_std([0.9, 0.94])}
-    text = render_markdown(record, None, [])
+    text = render.markdown(document(record, None, {}))
     assert "92.00 ± 2.83 % (mean ± sample std, n = 2)" in text
     assert "| 1 | 94.00 | 99.00 | 0.2000 | 3.0 | `final/trial0000/seed1` |" in text
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..experiments.compare import load_compare_config, run_compare
 from ..experiments.compare_shard import parse_shard
 from ..report import tables
+from ..report.render import markdown_table
 from ..report.writer import write_report
 
 DEFAULT_OUT = "runs/compare"
@@ -48,10 +49,10 @@ def run(args) -> int:
               "writes the report")
     elif not args.no_report:
         report = write_report(result.out_dir)
-        for s in report.sections:
-            print(f"\n{s.title}\n")
-            print(tables.markdown(s.rows))
-            for line in s.sentences:
+        for c in report.comparisons:
+            print(f"\n{c.title}\n")
+            print(markdown_table(*tables.table(c.rows)))
+            for line in c.sentences:
                 print(f"- {line}")
         print(f"\nreport: {report.markdown} and {report.html}")
     return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..report import tables
+from ..report.render import markdown_table
 from ..report.writer import write_report
 
 
@@ -20,10 +21,10 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     paths = write_report(args.runs_dir, args.out)
-    for s in paths.sections:
-        print(f"\n{s.title}\n")
-        print(tables.markdown(s.rows))
-        for line in s.sentences:
+    for c in paths.comparisons:
+        print(f"\n{c.title}\n")
+        print(markdown_table(*tables.table(c.rows)))
+        for line in c.sentences:
             print(f"- {line}")
     print(f"\nreport: {paths.markdown} and {paths.html} ({len(paths.figures)} figures)")
     return 0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from . import stats
 from .groups import Group, attn_kind, finite
-from .tables import grid_html, grid_markdown, pm
+from .tables import pm
 
 
 @dataclass
@@ -68,21 +68,22 @@ def stages(table: list[Row]) -> list[str]:
     return sorted({s for r in table for s in r.maps})
 
 
-def grid(table: list[Row]) -> tuple[list[str], list[list[str]]]:
-    refs = {r.reference for r in table if r.reference is not None}
+def table(entries: list[Row]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the ablation table: accuracy, the paired difference to default CBAM, map spread."""
+    refs = {r.reference for r in entries if r.reference is not None}
     vs = f"vs {refs.pop()}" if len(refs) == 1 else "vs default CBAM"
     header = ["variant", "n", "top-1 %", f"Δ top-1 {vs} (95 % CI)", "p (paired t)", "p (sign-flip)"]
-    header += [f"{s} spatial map p5–p95 (mean range)" for s in stages(table)]
+    header += [f"{s} spatial map p5–p95 (mean range)" for s in stages(entries)]
     body = []
-    for r in table:
+    for r in entries:
         if r.delta_top1 is None:
-            cells = ["reference" if any(x.reference == r.variant for x in table) else "", "", ""]
+            cells = ["reference" if any(x.reference == r.variant for x in entries) else "", "", ""]
         else:
             d = r.delta_top1
             cells = [f"{d.mean * 100:+.2f} [{d.ci_low * 100:+.2f}, {d.ci_high * 100:+.2f}]"
                      + (f" (n = {d.n})" if d.n != r.n else ""), stats.format_p(d.p_value),
                      stats.format_p(d.sign_flip_p)]
-        for s in stages(table):
+        for s in stages(entries):
             m = r.maps.get(s)
             cells.append("n/a (no spatial gate)" if m is None else f"{m[0]:.2f}–{m[1]:.2f} ({m[2]:.2f})")
         body.append([r.variant, str(r.n), pm(r.top1)] + cells)
@@ -91,14 +92,6 @@ def grid(table: list[Row]) -> tuple[list[str], list[list[str]]]:
 
 def sentences(table: list[Row]) -> list[str]:
     return [stats.verdict(r.variant, r.reference, r.delta_top1) for r in table if r.delta_top1 is not None]
-
-
-def markdown(table: list[Row]) -> str:
-    return grid_markdown(*grid(table))
-
-
-def html(table: list[Row]) -> str:
-    return grid_html(*grid(table))
 
 
 INTRO = ("CBAM's options, each against default CBAM (avg + max pooling, k = 7, channel first, spatial BatchNorm "

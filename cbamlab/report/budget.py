@@ -12,15 +12,10 @@ import copy
 import json
 from dataclasses import dataclass
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from . import stats, tables  # noqa: E402
-from .convergence import minutes_cell, train_minutes  # noqa: E402
-from .groups import Group, finite, variant_order  # noqa: E402
-from .plots import png_bytes  # noqa: E402
+from . import stats
+from .convergence import minutes_cell, train_minutes
+from .groups import Group, finite, variant_order
+from .mpl import plt, png_bytes
 
 BUDGET_KEYS = (("train", "epochs"), ("eval", "every"))
 
@@ -72,18 +67,10 @@ def table(pts: list[Point]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def markdown(pts: list[Point]) -> str:
-    return tables.grid_markdown(*table(pts))
-
-
-def html(pts: list[Point]) -> str:
-    return tables.grid_html(*table(pts))
-
-
 def figure(pts: list[Point], dataset: str) -> bytes:
     """Final test top-1 against training minutes, one line per variant, one marker per budget (labelled with its
     epochs); error bars ± 1 std over seeds where n > 1."""
-    fig, ax = plt.subplots(figsize=(6.2, 4.4))
+    fig, ax = plt.subplots(figsize=(6.2, 4.4), layout="tight")
     variants = list(dict.fromkeys(p.variant for p in pts))
     cmap = plt.get_cmap("tab10")
     for i, v in enumerate(variants):

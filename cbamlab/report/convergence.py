@@ -12,16 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import matplotlib
+from matplotlib.ticker import MaxNLocator
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-
-from . import stats, tables  # noqa: E402
-from .groups import Group  # noqa: E402
-from .plots import png_bytes, variant_color  # noqa: E402
+from . import stats
+from .groups import Group
+from .mpl import plt, png_bytes
+from .plots import variant_color
 
 LAST = 5  # epochs in the table
 CLOSE_UP = 10  # epochs in the figure
@@ -136,20 +133,12 @@ def sentences(conv: Convergence) -> list[str]:
     return out
 
 
-def markdown(conv: Convergence) -> str:
-    return tables.grid_markdown(*table(conv))
-
-
-def html(conv: Convergence) -> str:
-    return tables.grid_html(*table(conv))
-
-
 def close_up(group: Group, last: int = CLOSE_UP) -> bytes | None:
     """Held-out top-1 over the last `last` evaluated epochs: each seed thin, the mean over seeds thick."""
     conv = convergence(group, last)
     if conv is None:
         return None
-    fig, ax = plt.subplots(figsize=(6.2, 4.4))
+    fig, ax = plt.subplots(figsize=(6.2, 4.4), layout="tight")
     for v in group.variants:
         color = variant_color(group, v)
         curves = [_curve(group.runs[v][s], conv.split) for s in group.seeds(v)]

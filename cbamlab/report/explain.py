@@ -8,22 +8,17 @@ channel attention of every stage.
 """
 from __future__ import annotations
 
-import base64
 import csv
-import html as _html
 import json
-import logging
 import math
 from pathlib import Path
 
 import numpy as np
 
-from .. import _io
 from ..errors import CbamlabError
-from . import stats
+from . import render, stats
+from .document import Bullets, Document, Section, Table, Text
 from .explain_figures import MODES, figures, nice, number
-
-log = logging.getLogger(__name__)
 
 HOW_TO_READ = (
     "Deletion: the pixels are replaced by the baseline in the order a map ranks them, most salient first; the area "
@@ -37,13 +32,6 @@ HOW_TO_READ = (
     "compare). Called significant (*) only when the t-test and the sign-flip test both give p < 0.05. Spatial maps "
     "are CBAM's own gate values (mean over a stage's blocks); in the figures each map is scaled to its own range, "
     "given in brackets.")
-_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1280px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;font-size:0.85em;margin:1em 0}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}th{background:#f0f0f0}
-td:nth-child(-n+2){text-align:left}td:first-child{font-weight:600}figure{margin:1.5em 0}
-figure img{max-width:100%;border:1px solid #eee}
-figcaption{color:#555;font-size:0.9em}.note{background:#fff6db;border-left:4px solid #e0b000;padding:0.4em 0.8em}
-.howto{color:#444;font-size:0.95em}.scroll{overflow-x:auto}"""
 
 
 def load(out_dir) -> tuple[dict, list[dict], dict]:
@@ -131,18 +119,6 @@ def tables(meta: dict, rows: list[dict]) -> list[tuple[str, list[str], list[list
     return out
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    e = _html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
-
-
 def _intro(meta: dict) -> list[str]:
     lines = [f"Images: {meta['source']}; maps explain each image's true class where it is known. "
              f"Faithfulness in {meta['steps']} steps; "
@@ -151,33 +127,14 @@ def _intro(meta: dict) -> list[str]:
     return lines
 
 
+def document(meta: dict, rows: list[dict], arrays: dict, figure_images: int = 8) -> Document:
+    sections = [Section(title, [Table(header, body, css="labels")]) for title, header, body in tables(meta, rows)]
+    sections.append(Section("Figures", figures(meta, arrays, figure_images)))
+    return Document("cbamlab explain", [Text(HOW_TO_READ, css="howto"), Bullets(_intro(meta))], sections)
+
+
 def write_explain_report(out_dir, figure_images: int = 8) -> tuple[Path, Path]:
     """explain.md (figures in out_dir/figures/) and explain.html from an explain folder's result files."""
-    out_dir = Path(out_dir)
     meta, rows, arrays = load(out_dir)
-    figs = figures(meta, arrays, figure_images)
-    tabs = tables(meta, rows)
-    intro = _intro(meta)
-    md = ["# cbamlab explain", "", HOW_TO_READ, ""] + [f"- {line}" for line in intro] + [""]
-    for title, header, body in tabs:
-        md += [f"## {title}", "", _md_table(header, body), ""]
-    md += ["## Figures", ""]
-    for name, caption, png in figs:
-        _io.write_bytes(out_dir / "figures" / name, png)
-        md += [f"![{caption}](figures/{name})", "", f"*{caption}*", ""]
-    e = _html.escape
-    page = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>cbamlab explain</title>',
-            f"<style>{_CSS}</style></head><body><h1>cbamlab explain</h1>", f'<p class="howto">{e(HOW_TO_READ)}</p>',
-            "<ul>" + "".join(f"<li>{e(line)}</li>" for line in intro) + "</ul>"]
-    for title, header, body in tabs:
-        page += [f"<h2>{e(title)}</h2>", _html_table(header, body)]
-    page.append("<h2>Figures</h2>")
-    for name, caption, png in figs:
-        data = base64.b64encode(png).decode("ascii")
-        page.append(f'<figure><img alt="{e(caption)}" src="data:image/png;base64,{data}">'
-                    f"<figcaption>{e(caption)}</figcaption></figure>")
-    page.append("</body></html>")
-    md_path = _io.write_text(out_dir / "explain.md", "\n".join(md))
-    html_path = _io.write_text(out_dir / "explain.html", "\n".join(page) + "\n")
-    log.info("wrote %s and %s (%d figures)", md_path, html_path, len(figs))
-    return md_path, html_path
+    written = render.write(document(meta, rows, arrays, figure_images), out_dir, "explain")
+    return written.markdown, written.html

@@ -4,14 +4,12 @@ maps.npz and the metadata in explain.json.
 """
 from __future__ import annotations
 
-import io
 import math
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from .document import Figure
+from .mpl import plt, png_bytes
 
 MODES = ("deletion", "insertion")
 NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "random": "random order"}
@@ -25,13 +23,6 @@ def nice(name: str) -> str:
 def number(v: float, digits: int = 3) -> str:
     """`v` with `digits` decimals, "n/a" when missing or not finite."""
     return "n/a" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _show(ax, image: np.ndarray, overlay: np.ndarray | None = None) -> None:
@@ -90,13 +81,13 @@ def side_by_side(meta: dict, arrays: dict, count: int = 8) -> bytes:
                 top = np.argsort(-prob)[:3]
                 ax.set_xlabel(f"p({classes[t]}) = {prob[t]:.2f}\ntop-3: " + ", ".join(f"{classes[k]} {prob[k]:.2f}"
                                                                                        for k in top), fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def curves(meta: dict, arrays: dict) -> bytes:
     """Mean deletion and insertion curves over the images, one row of panels per model."""
     models = meta["models"]
-    fig, axes = plt.subplots(len(models), 2, figsize=(10, 2.8 * len(models)), squeeze=False)
+    fig, axes = plt.subplots(len(models), 2, figsize=(10, 2.8 * len(models)), squeeze=False, layout="tight")
     for i, m in enumerate(models):
         for j, mode in enumerate(MODES):
             ax = axes[i, j]
@@ -112,8 +103,7 @@ def curves(meta: dict, arrays: dict) -> bytes:
             ax.set_ylim(0, 1)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="upper right" if mode == "deletion" else "lower right")  # "best" is slow
-    fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def channel_figure(meta: dict, arrays: dict, stage: str) -> bytes | None:
@@ -124,7 +114,8 @@ def channel_figure(meta: dict, arrays: dict, stage: str) -> bytes | None:
     present = [k for k in range(len(classes)) if (labels == k).any()]
     if not models or len(present) < 2:
         return None
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 0.3 * len(present) + 2), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 0.3 * len(present) + 2), squeeze=False,
+                             layout="tight")
     for ax, m in zip(axes[0], models):
         v = arrays[f"{m['label']}/channel/{stage}"]
         means = np.stack([v[labels == k].mean(axis=0) for k in present])
@@ -139,21 +130,21 @@ def channel_figure(meta: dict, arrays: dict, stage: str) -> bytes | None:
         ax.set_ylabel("class")
         ax.grid(False)
         fig.colorbar(im, ax=ax, fraction=0.03, label="class mean − mean over classes")
-    fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
-def figures(meta: dict, arrays: dict, count: int) -> list[tuple[str, str, bytes]]:
-    figs = [("explain-maps.png", f"The first {min(count, meta['n'])} images: Grad-CAM, Grad-CAM++ and CBAM's spatial "
-             "map per stage for each model, and the channel attention of every stage (one line per stage), with "
-             "p(target class) and the top-3 predictions under Grad-CAM.",
-             side_by_side(meta, arrays, count)),
-            ("explain-curves.png", "Mean deletion and insertion curves over the images (dashed: random order).",
-             curves(meta, arrays))]
+def figures(meta: dict, arrays: dict, count: int) -> list[Figure]:
+    figs = [Figure("explain-maps.png", f"The first {min(count, meta['n'])} images: Grad-CAM, Grad-CAM++ and CBAM's "
+                   "spatial map per stage for each model, and the channel attention of every stage (one line per "
+                   "stage), with p(target class) and the top-3 predictions under Grad-CAM.",
+                   side_by_side(meta, arrays, count)),
+            Figure("explain-curves.png", "Mean deletion and insertion curves over the images (dashed: random order).",
+                   curves(meta, arrays))]
     stages = sorted({s for m in meta["models"] for s in m["channel_stages"]})
     for stage in stages:
         png = channel_figure(meta, arrays, stage)
         if png is not None:
-            figs.append((f"explain-channels-{stage}.png", f"Channel attention at {stage}: each class's mean "
-                         "vector minus the mean over classes, so channels that depend on the class stand out.", png))
+            figs.append(Figure(f"explain-channels-{stage}.png", f"Channel attention at {stage}: each class's "
+                               "mean vector minus the mean over classes, so channels that depend on the class stand "
+                               "out.", png))
     return figs

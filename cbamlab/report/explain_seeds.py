@@ -11,7 +11,6 @@ the exact sign-flip test, called significant only when both give p < 0.05.
 from __future__ import annotations
 
 import csv
-import html as _html
 import json
 import math
 import re
@@ -20,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _io
 from ..errors import CbamlabError
-from . import stats
+from . import render, stats
+from .document import Bullets, Document, Section, Table, Text
 from .explain_figures import MODES, nice
-from .tables import grid_html, grid_markdown
 
 _SEED_DIR = re.compile(r"^seed(\d+)$")
-MD, HTML = "explain_seeds.md", "explain_seeds.html"
+NAME = "explain_seeds"  # explain_seeds.md and explain_seeds.html
+MD = f"{NAME}.md"
 HOW_TO_READ = (
     "Each value is, for one trained model, the mean over the same images of a map's deletion or insertion AUC "
     "minus the same model's random-order AUC: below zero for deletion and above zero for insertion means the map "
@@ -90,8 +89,9 @@ def collect(out_dir) -> Seeds:
                         gains.setdefault(m["label"], {}).setdefault((mode, name), {})[seed] = float(np.mean(vals))
         pairs += [tuple(p) for p in meta["pairs"] if tuple(p) not in pairs]
     if len(sources) > 1:
-        raise CbamlabError(f"the seeds under {out_dir} were explained on different images ({'; '.join(sorted(sources))}):"
-                           " pair them only on the same images (one --n, --split and --image-seed for all)")
+        raise CbamlabError(f"the seeds under {out_dir} were explained on different images "
+                           f"({'; '.join(sorted(sources))}): pair them only on the same images (one --n, --split "
+                           "and --image-seed for all)")
     return Seeds([s for s, _ in folders], gains, models, pairs, sources.pop())
 
 
@@ -161,27 +161,19 @@ def sentence(r: PairRow) -> str:
             f"{stats.format_p(r.pair.sign_flip_p)}): no difference in faithfulness that {r.pair.n} seeds show.")
 
 
+def document(data: Seeds) -> Document:
+    pairs = paired(data)
+    sections = [Section("Faithfulness of each variant's maps, per training seed",
+                        [Table(*per_variant(data), css="labels")])]
+    if pairs:
+        sections.append(Section("Paired by training seed: variant − plain twin",
+                                [Table(*paired_grid(pairs), css="labels"), Bullets([sentence(r) for r in pairs])]))
+    seeds = (f"Seeds {', '.join(map(str, data.seeds))}; images: {data.images}; every seed's own report is in "
+             "seed<k>/explain.md.")
+    return Document("cbamlab explain across seeds", [Text(HOW_TO_READ, css="howto"), Bullets([seeds])], sections)
+
+
 def write_seeds_report(out_dir) -> tuple[Path, Path]:
     """explain_seeds.md and explain_seeds.html in out_dir from its seed<k>/ explain folders."""
-    out_dir = Path(out_dir)
-    data = collect(out_dir)
-    tables = [("Faithfulness of each variant's maps, per training seed", *per_variant(data))]
-    pairs = paired(data)
-    if pairs:
-        tables.append(("Paired by training seed: variant − plain twin", *paired_grid(pairs)))
-    lines = [f"Seeds {', '.join(map(str, data.seeds))}; images: {data.images}; every seed's own report is in "
-             "seed<k>/explain.md."]
-    says = [sentence(r) for r in pairs]
-    md = ["# cbamlab explain across seeds", "", HOW_TO_READ, ""] + [f"- {x}" for x in lines] + [""]
-    e = _html.escape
-    page = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>cbamlab explain across seeds'
-            "</title></head><body><h1>cbamlab explain across seeds</h1>", f"<p>{e(HOW_TO_READ)}</p>",
-            "<ul>" + "".join(f"<li>{e(x)}</li>" for x in lines) + "</ul>"]
-    for title, header, body in tables:
-        md += [f"## {title}", "", grid_markdown(header, body), ""]
-        page += [f"<h2>{e(title)}</h2>", grid_html(header, body)]
-    if says:
-        md += [f"- {x}" for x in says] + [""]
-        page.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in says) + "</ul>")
-    page.append("</body></html>")
-    return (_io.write_text(out_dir / MD, "\n".join(md)), _io.write_text(out_dir / HTML, "\n".join(page) + "\n"))
+    written = render.write(document(collect(out_dir)), out_dir, NAME)
+    return written.markdown, written.html

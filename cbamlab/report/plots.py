@@ -1,44 +1,25 @@
 """Figures for a comparison group, as PNG bytes (matplotlib, Agg backend: no display needed).
 
 Accuracy-per-epoch curves as in the CBAM paper's training plots (mean over seeds with a ± 1 std band), loss
-curves, the learning-rate schedule, accuracy against training minutes, per-class accuracy of each attention
-variant against its baseline, and confusion matrices. Every axis is labelled and every figure that shows several
-variants has a legend.
+curves, the learning-rate schedule and accuracy against training minutes (the per-class figures are in
+`class_plots`). Every axis is labelled and every figure that shows several variants has a legend.
 """
 from __future__ import annotations
 
 import contextlib
-import io
-import math
 import warnings
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator
+import numpy as np
 
 from ..engine.rundir import Run  # noqa: E402
-from .groups import Group  # noqa: E402
-
-DPI = 100
-plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.grid": True, "grid.alpha": 0.3,
-                     "legend.fontsize": 10, "legend.framealpha": 0.85})
+from .groups import Group
+from .mpl import plt, png_bytes
 
 
 def variant_color(group: Group, variant: str):
     """The variant's colour, the same in every figure of the group."""
     return plt.get_cmap("tab10")(group.variants.index(variant) % 10)
-
-
-def png_bytes(fig) -> bytes:
-    """The figure as PNG bytes; closes it."""
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=DPI)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _column(run: Run, name: str) -> np.ndarray:
@@ -120,7 +101,7 @@ def _epoch_axis(ax) -> None:
 
 def _curves(group: Group, metrics: list[tuple[str, str]], ylabel: str, scale: float, title: str,
             log_if_wide: bool = False) -> bytes:
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6.2 * len(metrics), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.2 * len(metrics), 4.4), squeeze=False, layout="tight")
     for ax, (name, label) in zip(axes[0], metrics):
         drawn = [_band(ax, group, v, name, scale) for v in group.variants]
         ax.set_title(label)
@@ -164,7 +145,7 @@ def minutes_and_accuracy(group: Group, variant: str) -> tuple[np.ndarray, np.nda
 def accuracy_vs_minutes(group: Group) -> bytes:
     """Held-out top-1 against training wall-clock minutes (mean over seeds): what each variant buys per minute
     of this machine, where the per-epoch curves hide that an attention epoch costs more."""
-    fig, ax = plt.subplots(figsize=(6.2, 4.4))
+    fig, ax = plt.subplots(figsize=(6.2, 4.4), layout="tight")
     split = _test_or_val(group, "top1").split("_")[0]
     drawn = False
     for variant in group.variants:
@@ -193,7 +174,7 @@ def loss_curves(group: Group) -> bytes:
 def lr_schedule(group: Group) -> bytes:
     """The learning rate of each epoch as recorded in metrics.csv (first seed of each variant; one line when
     every variant followed the same schedule, as a shared recipe should)."""
-    fig, ax = plt.subplots(figsize=(6.2, 3.8))
+    fig, ax = plt.subplots(figsize=(6.2, 3.8), layout="tight")
     curves = []
     for variant in group.variants:
         run = group.runs[variant][group.seeds(variant)[0]]
@@ -216,92 +197,3 @@ def lr_schedule(group: Group) -> bytes:
     ax.set_title(f"Learning-rate schedule ({group.dataset})")
     _legend_or_note(ax, bool(curves), "not recorded")
     return png_bytes(fig)
-
-
-def _class_names(group: Group, variant: str) -> list[str]:
-    run = group.runs[variant][group.seeds(variant)[0]]
-    classes = run.summary.get("classes")
-    pca = run.summary.get("per_class_accuracy") or []
-    return [str(c) for c in classes] if classes and len(classes) == len(pca) else [str(i) for i in range(len(pca))]
-
-
-def _per_class(group: Group, variant: str, seeds: list[int]) -> np.ndarray | None:
-    rows = [group.runs[variant][s].summary.get("per_class_accuracy") for s in seeds]
-    if not rows or any(not r for r in rows) or len({len(r) for r in rows}) != 1:
-        return None
-    return np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float) * 100.0  # (seeds, classes)
-
-
-def per_class_accuracy(group: Group, variant: str, baseline: str) -> bytes | None:
-    """Per-class test accuracy of `variant` against `baseline`: mean over their common seeds, ± 1 std whiskers."""
-    seeds = sorted(set(group.seeds(variant)) & set(group.seeds(baseline)))
-    a, b = _per_class(group, variant, seeds), _per_class(group, baseline, seeds)
-    if a is None or b is None or a.shape != b.shape:
-        return None
-    names = _class_names(group, variant)
-    k = len(names)
-    x = np.arange(k)
-    width = 0.4
-    fig, ax = plt.subplots(figsize=(max(6.5, 0.65 * k + 2), 4.4))
-    for offset, name, values in ((-width / 2, baseline, b), (width / 2, variant, a)):
-        err = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else None
-        ax.bar(x + offset, np.nanmean(values, axis=0), width, yerr=err, capsize=2, color=variant_color(group, name),
-               label=f"{name} (n = {values.shape[0]})")
-    low = float(np.floor(np.nanmin([np.nanmean(a, axis=0), np.nanmean(b, axis=0)]) / 5.0) * 5.0)
-    ax.set_ylim(max(0.0, low - 5.0), 101.0)
-    ax.set_xticks(x)
-    ax.set_xticklabels(names, rotation=45 if max(len(n) for n in names) > 3 else 0, ha="right"
-                       if max(len(n) for n in names) > 3 else "center")
-    ax.set_xlabel("class")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Per-class accuracy: {variant} vs {baseline} ({group.dataset}; mean ± 1 std over seeds)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 if k and max(len(n) for n in names) <= 3 else -0.3),
-              ncol=2, frameon=False)
-    return png_bytes(fig)
-
-
-def confusion_matrices(group: Group) -> bytes | None:
-    """Row-normalised confusion matrix of each variant, summed over its seeds (rows: true class)."""
-    mats = {}
-    for variant in group.variants:
-        ms = [group.runs[variant][s].summary.get("confusion_matrix") for s in group.seeds(variant)]
-        if ms and all(ms):
-            mats[variant] = np.sum([np.array(m, dtype=float) for m in ms], axis=0)
-    if not mats:
-        return None
-    names = _class_names(group, next(iter(mats)))
-    k = next(iter(mats.values())).shape[0]
-    if len(names) != k:
-        names = [str(i) for i in range(k)]
-    cols = min(3, len(mats))
-    rows = math.ceil(len(mats) / cols)
-    size = max(4.2, 0.42 * k + 1.5)
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 1.2, size * rows + 0.6), squeeze=False,
-                             layout="constrained")
-    image = None
-    for ax, (variant, m) in zip(axes.flat, mats.items()):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            norm = np.nan_to_num(m / m.sum(axis=1, keepdims=True)) * 100.0
-        image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=100)
-        if k <= 12:
-            for i in range(k):
-                for j in range(k):
-                    if norm[i, j] >= 0.5:
-                        ax.text(j, i, f"{norm[i, j]:.0f}", ha="center", va="center", fontsize=8,
-                                color="white" if norm[i, j] > 60 else "black")
-        ax.set_xticks(range(k))
-        ax.set_yticks(range(k))
-        ax.set_xticklabels(names, rotation=90, fontsize=8)
-        ax.set_yticklabels(names, fontsize=8)
-        ax.set_xlabel("predicted class")
-        ax.set_ylabel("true class")
-        ax.set_title(f"{variant} (n = {len(group.seeds(variant))})")
-        ax.grid(False)
-    for ax in list(axes.flat)[len(mats):]:
-        ax.axis("off")
-    fig.suptitle(f"Confusion matrices ({group.dataset}; % of each true class, summed over seeds)")
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, fraction=0.03, label="% of true class")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    plt.close(fig)
-    return buf.getvalue()

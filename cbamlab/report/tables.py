@@ -1,11 +1,11 @@
 """The comparison table of one group: accuracy as mean ± std over seeds, the paired difference to the baseline
 with its 95 % interval and p-value, cost (params, MACs, speed), n, device and torch version.
 
-`rows(group)` computes the numbers once; `markdown(rows)` and `html(rows)` only format them.
+`rows(group)` computes the numbers once; `table(rows)` formats them as (header, cells), which the report's
+renderers (`render`) write as markdown and HTML.
 """
 from __future__ import annotations
 
-import html as _html
 import math
 from dataclasses import dataclass
 
@@ -138,20 +138,10 @@ def columns(table: list[Row]) -> tuple[list[str], bool]:
     return cols, False
 
 
-def markdown(table: list[Row]) -> str:
-    cols, shared = columns(table)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in table:
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row.cells(shared)) + " |")
-    return "\n".join(lines)
-
-
-def html(table: list[Row]) -> str:
-    cols, shared = columns(table)
-    head = "".join(f"<th>{_html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_html.escape(c)}</td>" for c in row.cells(shared)) + "</tr>\n"
-                   for row in table)
-    return f'<table class="results main">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>'
+def table(entries: list[Row]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the comparison table, cells formatted."""
+    cols, shared = columns(entries)
+    return cols, [row.cells(shared) for row in entries]
 
 
 def per_seed(group: Group) -> tuple[list[str], list[list[str]]]:
@@ -167,24 +157,3 @@ def per_seed(group: Group) -> tuple[list[str], list[list[str]]]:
             cells.append("-" if top1 is None else f"{100 * float(top1):.2f}")
         body.append(cells)
     return header, body
-
-
-def grid_markdown(header: list[str], body: list[list[str]]) -> str:
-    """A plain markdown table of already formatted cells."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
-
-
-def grid_html(header: list[str], body: list[list[str]]) -> str:
-    """The same table as HTML, cells escaped."""
-    head = "".join(f"<th>{_html.escape(c)}</th>" for c in header)
-    rows_html = "".join("<tr>" + "".join(f"<td>{_html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-    return f'<table class="results"><thead><tr>{head}</tr></thead><tbody>{rows_html}</tbody></table>'
-
-
-def per_seed_markdown(group: Group) -> str:
-    return grid_markdown(*per_seed(group))
-
-
-def per_seed_html(group: Group) -> str:
-    return grid_html(*per_seed(group))

@@ -1,25 +1,23 @@
-"""The tuning report: from `STUDY_DIR/tune.json` (written by `cbamlab.experiments.tune`) to `report.md` + PNGs.
+"""The tuning report: from `STUDY_DIR/tune.json` (written by `cbamlab.experiments.tune`) to report.md and a
+self-contained report.html, with the PNGs beside them.
 
 Pure: it reads the record and never trains or opens the study's database. Parameter importances come from
 `optuna.importance` (fANOVA, seeded) evaluated on an in-memory copy of the completed trials.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import warnings
 from pathlib import Path
 
-import matplotlib
+import optuna
+from optuna.distributions import json_to_distribution
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-from optuna.distributions import json_to_distribution  # noqa: E402
-
-from .. import _io  # noqa: E402
 from ..engine.rundir import read_tune_record  # noqa: E402
+from . import render
+from .document import Bullets, Document, Figure, Section, Table, Text
+from .mpl import plt, png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +50,9 @@ def importances(record: dict) -> dict[str, float] | None:
     return dict(result)
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def history_plot(record: dict) -> bytes:
     """Objective per trial (completed dots, pruned crosses at their last report) and the best so far."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="tight")
     sign = 1 if record["direction"] == "maximize" else -1
     best, xs, ys = None, [], []
     for t in sorted(record["trials"], key=lambda t: t["number"]):
@@ -85,7 +76,7 @@ def history_plot(record: dict) -> bytes:
     ax.set_title("optimisation history")
     ax.legend(loc="best", fontsize=8, framealpha=0.7)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def curves_plot(record: dict) -> bytes | None:
@@ -93,7 +84,7 @@ def curves_plot(record: dict) -> bytes | None:
     trials = [t for t in record["trials"] if t["intermediate"]]
     if not trials:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="tight")
     for t in trials:
         steps = [int(k) for k in t["intermediate"]]
         pruned = t["state"] == "PRUNED"
@@ -103,17 +94,17 @@ def curves_plot(record: dict) -> bytes | None:
     ax.set_ylabel(record["metric"])
     ax.set_title("per-epoch objective (dashed: pruned)")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def importance_plot(imp: dict[str, float]) -> bytes:
     keys = list(imp)[::-1]
-    fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.45 * len(keys)))
+    fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.45 * len(keys)), layout="tight")  # room for the title and x label
     ax.barh(keys, [imp[k] for k in keys], color="tab:blue")
     ax.set_xlabel("fANOVA importance")
     ax.set_xlim(0, 1)
     ax.set_title("parameter importances")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _fmt(v) -> str:
@@ -136,70 +127,69 @@ def _pct(v) -> str:
     return "" if v is None else f"{100 * v:.2f}"
 
 
-def render_markdown(record: dict, imp: dict[str, float] | None, figures: list[str]) -> str:
-    counts = record["counts"]
-    c = ", ".join(f"{counts.get(s, 0)} {s.lower()}" for s in STATES if counts.get(s))
-    objective = f"{record['metric']} on the validation split ({record['direction']}d)"
-    lines = [f"# Tuning report: {record['study']}", "",
-             f"- objective: {objective}; the test set is not read during the search",
-             f"- storage: `{record['storage']}`",
-             f"- sampler: {_named(record['sampler'])}; pruner: {_named(record['pruner'])}",
-             f"- trials: {record['trials_requested']} asked; {c}",
-             ]
-    if record.get("target") is not None:
-        lines.append(f"- target {record['metric']} {record['target']:.4g}: "
-                     f"{'reached' if record['target_reached'] else 'not reached'}")
-    lines += ["", "## Search space", "", "| key | range |", "|---|---|"]
-    lines += [f"| `{k}` | {d} |" for k, d in record["space_description"].items()]
-    best = record.get("best")
-    if best:
-        lines += ["", f"## Best trial: {best['number']} ({record['metric']} {best['value']:.4f})", "",
-                  "| key | value |", "|---|---|"]
-        lines += [f"| `{k}` | {_fmt(v)} |" for k, v in best["config_values"].items()]
-    lines += ["", "## Optimisation history", ""] + [f"![{f}]({f})" for f in figures if f != "importance.png"]
-    lines += ["", "## Parameter importances", ""]
-    if imp:
-        n = sum(1 for t in record["trials"] if t["state"] == "COMPLETE")
-        lines += [f"fANOVA (optuna.importance, seed 0) over {n} completed trials; with few trials these are rough.",
-                  "", "| key | importance |", "|---|---|"]
-        lines += [f"| `{k}` | {v:.3f} |" for k, v in imp.items()]
-        lines += ["", "![importance.png](importance.png)"]
-    else:
-        lines.append("Not enough completed trials with different results to estimate importances.")
+def _final(record: dict) -> list:
     final = record.get("final")
-    lines += ["", "## Final test: the best configuration retrained on train + val", ""]
-    if final:
-        top1 = final["test_top1"]
-        spread = f"{100 * top1['mean']:.2f} ± {100 * top1['std']:.2f} % (mean ± sample std, n = {top1['n']})"
-        runs = final["runs"]
-        lines += [f"Test top-1: **{spread}**, trial {final['trial']}'s configuration, "
-                  f"{runs[0]['epochs']} epochs, on {runs[0]['device']} with torch {runs[0]['torch_version']}.", "",
-                  "| seed | test top-1 (%) | test top-5 (%) | test loss | wall time (s) | run |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['seed']} | {_pct(r['test_top1'])} | {_pct(r['test_top5'])} | {_num(r['test_loss'], 4)} | "
-                  f"{_num(r['wall_time_s'], 1)} | `{r['run_dir']}` |" for r in runs]
-    else:
-        lines.append("Not retrained (seeds 0).")
-    lines += ["", "## All trials", "", f"| trial | state | {record['metric']} | epochs | time (s) | values |",
-              "|---|---|---|---|---|---|"]
+    if not final:
+        return [Text("Not retrained (seeds 0).")]
+    top1, runs = final["test_top1"], final["runs"]
+    spread = f"{100 * top1['mean']:.2f} ± {100 * top1['std']:.2f} % (mean ± sample std, n = {top1['n']})"
+    header = ["seed", "test top-1 (%)", "test top-5 (%)", "test loss", "wall time (s)", "run"]
+    body = [[str(r["seed"]), _pct(r["test_top1"]), _pct(r["test_top5"]), _num(r["test_loss"], 4),
+             _num(r["wall_time_s"], 1), f"`{r['run_dir']}`"] for r in runs]
+    return [Text(f"Test top-1: **{spread}**, trial {final['trial']}'s configuration, {runs[0]['epochs']} epochs, "
+                 f"on {runs[0]['device']} with torch {runs[0]['torch_version']}."), Table(header, body)]
+
+
+def _trials(record: dict) -> Table:
+    body = []
     for t in sorted(record["trials"], key=lambda t: t["number"]):
         value = "" if t["value"] is None else f"{t['value']:.4f}"
         dur = "" if t["duration_s"] is None else f"{t['duration_s']:.1f}"
         vals = ", ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items())
-        lines.append(f"| {t['number']} | {t['state'].lower()} | {value} | {len(t['intermediate'])} | {dur} | {vals} |")
-    return "\n".join(lines) + "\n"
+        body.append([str(t["number"]), t["state"].lower(), value, str(len(t["intermediate"])), dur, vals])
+    return Table(["trial", "state", record["metric"], "epochs", "time (s)", "values"], body)
+
+
+def document(record: dict, imp: dict[str, float] | None, figures: dict[str, bytes]) -> Document:
+    """The report of a study record, with its importances and figures ({file name: PNG})."""
+    counts = record["counts"]
+    c = ", ".join(f"{counts.get(s, 0)} {s.lower()}" for s in STATES if counts.get(s))
+    intro = [f"objective: {record['metric']} on the validation split ({record['direction']}d); the test set is not "
+             "read during the search", f"storage: `{record['storage']}`",
+             f"sampler: {_named(record['sampler'])}; pruner: {_named(record['pruner'])}",
+             f"trials: {record['trials_requested']} asked; {c}"]
+    if record.get("target") is not None:
+        intro.append(f"target {record['metric']} {record['target']:.4g}: "
+                     f"{'reached' if record['target_reached'] else 'not reached'}")
+    sections = [Section("Search space", [Table(["key", "range"], [[f"`{k}`", d] for k, d in
+                                                                   record["space_description"].items()])])]
+    best = record.get("best")
+    if best:
+        sections.append(Section(f"Best trial: {best['number']} ({record['metric']} {best['value']:.4f})", [
+            Table(["key", "value"], [[f"`{k}`", _fmt(v)] for k, v in best["config_values"].items()])]))
+    sections.append(Section("Optimisation history", [Figure(name, "", png) for name, png in figures.items()
+                                                     if name != "importance.png"]))
+    if imp:
+        n = sum(1 for t in record["trials"] if t["state"] == "COMPLETE")
+        blocks = [Text(f"fANOVA (optuna.importance, seed 0) over {n} completed trials; with few trials these are "
+                       "rough."), Table(["key", "importance"], [[f"`{k}`", f"{v:.3f}"] for k, v in imp.items()])]
+        blocks += [Figure("importance.png", "", figures["importance.png"])] if "importance.png" in figures else []
+    else:
+        blocks = [Text("Not enough completed trials with different results to estimate importances.")]
+    sections += [Section("Parameter importances", blocks),
+                 Section("Final test: the best configuration retrained on train + val", _final(record)),
+                 Section("All trials", [_trials(record)])]
+    return Document(f"Tuning report: {record['study']}", [Bullets(intro)], sections)
 
 
 def write_tune_report(study_dir, record: dict | None = None) -> Path:
-    """Write `report.md`, `history.png`, `curves.png` and `importance.png` into `study_dir`; returns report.md."""
+    """Write `report.md`, `report.html`, `history.png`, `curves.png` and `importance.png` into `study_dir`;
+    returns report.md."""
     study_dir = Path(study_dir)
     record = record if record is not None else load_record(study_dir)
     figures = {"history.png": history_plot(record), "curves.png": curves_plot(record)}
     imp = importances(record)
     if imp:
         figures["importance.png"] = importance_plot(imp)
-    names = []
-    for name, data in figures.items():
-        if data is not None:
-            _io.write_bytes(study_dir / name, data)
-            names.append(name)
-    return _io.write_text(study_dir / "report.md", render_markdown(record, imp, names))
+    doc = document(record, imp, {name: png for name, png in figures.items() if png is not None})
+    return render.write(doc, study_dir, "report", figures_dir="").markdown
