@@ -2,6 +2,11 @@
 
 Random parameters are drawn on a CPU `torch.Generator` and applied on the device, so the draws (and thus the
 batches) depend only on the generator's seed, never on the device or on the number of threads.
+
+`hflip="alternate"` is airbench's derandomised flipping (Keller Jordan's CIFAR-10 speed records): each training
+image has a fixed phase bit drawn from the run's seed (`flip_phase`) and is mirrored in epoch e iff phase + e is
+odd (`alternate_flips`), so any two consecutive epochs show every image once each way. The loaders, which know the
+images' indices and the epoch, pass that mask to `augment_batch`.
 """
 from __future__ import annotations
 
@@ -11,6 +16,10 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
+from .stats import epoch_seed
+
+ALTERNATE = "alternate"  # hflip: airbench's alternating flips, as opposed to true (random, p = 1/2) and false
+FLIP_PHASE_STREAM = 1 << 31  # epoch_seed stream of the alternating flips' phases, apart from the other streams
 ERASING_VALUES = ("zero", "random")
 ERASING_ATTEMPTS = 10  # draws of a rectangle per image until one fits (timm's and torchvision's rule)
 
@@ -20,7 +29,8 @@ class AugmentSpec:
     """Training augmentations; all off by default. Eval loaders never augment.
 
     crop_padding: random crop after zero padding by this many pixels (an integer shift in [-p, p]);
-    hflip / vflip: flip with probability 1/2; rotation: uniform angle in [-r, r] degrees;
+    hflip / vflip: flip with probability 1/2; hflip="alternate": mirrored in every other epoch, each image in its
+    own phase (the module's docstring); rotation: uniform angle in [-r, r] degrees;
     translate: integer shift in [-t, t] pixels (added to the crop shift when both are set);
     erasing: probability of random erasing (Zhong et al. 2020) of one rectangle per image, its area fraction
     uniform in `erasing_scale`, its aspect ratio (height / width) log-uniform in `erasing_ratio`, filled per
@@ -30,7 +40,7 @@ class AugmentSpec:
     """
 
     crop_padding: int = 0
-    hflip: bool = False
+    hflip: bool | str = False
     vflip: bool = False
     rotation: float = 0.0
     translate: int = 0
@@ -42,12 +52,28 @@ class AugmentSpec:
     crop_scale: tuple[float, float] = (0.08, 1.0)
 
     @property
+    def alternate_hflip(self) -> bool:
+        return self.hflip == ALTERNATE
+
+    @property
     def active(self) -> bool:
         return bool(self.crop_padding or self.hflip or self.vflip or self.rotation or self.translate
                     or self.erasing or self.resized_crop)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def flip_phase(n: int, seed: int) -> torch.Tensor:
+    """uint8 (n,) of 0/1: each of n training images' phase for alternating flips, from the run's seed alone (not
+    the epoch, the rank or the variant), so paired variants and a resumed run flip the same images."""
+    gen = torch.Generator().manual_seed(epoch_seed(seed, 0, FLIP_PHASE_STREAM))
+    return torch.randint(0, 2, (n,), generator=gen, dtype=torch.uint8)
+
+
+def alternate_flips(phase: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+    """bool (B,): which of the images `idx` (indices into the split) are mirrored in `epoch` (phase + epoch odd)."""
+    return (phase.index_select(0, idx.to(phase.device)) + (int(epoch) % 2)) % 2 == 1
 
 
 def normalize_batch(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -170,10 +196,12 @@ def erase(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator) -> torch.Ten
 
 
 def augment_batch(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator,
-                  mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+                  mean: torch.Tensor, std: torch.Tensor, hflips: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 (B, C, H, W) on the device -> augmented, normalised float32 (B, C, H, W).
 
     Draw order is fixed (shift, hflip, vflip, affine, erasing) so a spec and a generator state give one result.
+    With `spec.hflip` "alternate", `hflips` (bool (B,), `alternate_flips`) says which images to mirror, and no
+    flip is drawn from `gen`.
     """
     b = x.shape[0]
     if spec.crop_padding or spec.translate:
@@ -184,7 +212,12 @@ def augment_batch(x: torch.Tensor, spec: AugmentSpec, gen: torch.Generator,
                 dy += torch.randint(-p, p + 1, (b,), generator=gen)
                 dx += torch.randint(-p, p + 1, (b,), generator=gen)
         x = _shift(x, dy, dx)
-    for enabled, dim in ((spec.hflip, 3), (spec.vflip, 2)):
+    if spec.alternate_hflip:
+        if hflips is None or hflips.shape != (b,):
+            raise ValueError(f"hflip='alternate' needs the batch's flip mask of shape ({b},), got "
+                             f"{None if hflips is None else tuple(hflips.shape)}")
+        x = torch.where(hflips.to(x.device)[:, None, None, None], x.flip(3), x)
+    for enabled, dim in ((spec.hflip and not spec.alternate_hflip, 3), (spec.vflip, 2)):
         if enabled:
             flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
             x = torch.where(flip[:, None, None, None], x.flip(dim), x)

@@ -10,8 +10,9 @@ once into memory with `eval_preprocess` and then runs through the in-memory pipe
 streams through `FolderLoader`: persistent DataLoader workers decode each file and resize it (`eval_preprocess`,
 or a RandomResizedCrop of the full image when the augmentation asks for one); the other augmentations run on the
 batch, on the device, with the in-memory pipeline's code and random draws, so both paths give the same batches
-except for RandomResizedCrop. Each sample's crop is drawn from its own seed, itself drawn from (seed, epoch), so
-the batches do not depend on the number of workers.
+except for RandomResizedCrop (alternating flips too: they follow each file's index in the split). Each sample's
+crop is drawn from its own seed, itself drawn from (seed, epoch), so the batches do not depend on the number of
+workers.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from . import shard
-from .augment import AugmentSpec, augment_batch, normalize_batch, resized_crop_box
+from .augment import AugmentSpec, alternate_flips, augment_batch, flip_phase, normalize_batch, resized_crop_box
 from .decode import DEFAULT_DECODER, read_image, reason
 from .folder_index import scan
 from .memory import single_thread
@@ -107,11 +108,13 @@ class FolderDataset(torch.utils.data.Dataset):
 
 
 def collate(items):
-    """(uint8 (B, 3, h, w) of the readable files or None, labels (B,), [(path, reason) of the others])."""
+    """(uint8 (B, 3, h, w) of the readable files or None, their labels, bool (n,): which of the n items were
+    readable, [(path, reason) of the others])."""
     good = [(x, y) for x, y, _ in items if x is not None]
     x = torch.stack([x for x, _ in good]) if good else None
     y = torch.tensor([y for _, y in good], dtype=torch.int64)
-    return x, y, [bad for _, _, bad in items if bad is not None]
+    readable = torch.tensor([x is not None for x, _, _ in items], dtype=torch.bool)
+    return x, y, readable, [bad for _, _, bad in items if bad is not None]
 
 
 class EpochKeys(torch.utils.data.Sampler):
@@ -192,14 +195,20 @@ class FolderLoader(EpochLoader):
             pos = self.share.positions
             self._keys.order, self._keys.seeds = self._keys.order[pos], self._keys.seeds[pos]
             gen.manual_seed(epoch_seed(self.seed, self.epoch, self.share.stream))
-        for x, y, bad in self._dataloader():  # x uint8 (B, 3, H, W)
+        alternate = self.augment is not None and self.augment.alternate_hflip
+        phase = flip_phase(n, self.seed) if alternate else None
+        bs = self.share.batch_size
+        for i, (x, y, readable, bad) in enumerate(self._dataloader()):  # x uint8 (B, 3, H, W)
             self._skip(bad)
             if x is None or (self.shuffle and len(x) < 2 and self.share.world == 1):
                 continue
             x = x.to(self.device, non_blocking=True)
+            flips = None
+            if alternate:  # the dataset indices of this batch's readable files: the sampler's i-th slice
+                flips = alternate_flips(phase, self._keys.order[i * bs:(i + 1) * bs][readable], self.epoch)
             with single_thread():
                 if self.augment is not None:
-                    x = augment_batch(x, self.augment, gen, self.mean, self.std)
+                    x = augment_batch(x, self.augment, gen, self.mean, self.std, flips)
                 else:
                     x = normalize_batch(x, self.mean, self.std)
             yield x, y.to(self.device, non_blocking=True)

@@ -7,7 +7,7 @@ import contextlib
 import torch
 
 from . import shard
-from .augment import AugmentSpec, augment_batch, normalize_batch
+from .augment import AugmentSpec, alternate_flips, augment_batch, flip_phase, normalize_batch
 from .stats import epoch_seed
 from .types import EpochLoader, TensorSplit
 
@@ -35,7 +35,8 @@ class MemoryLoader(EpochLoader):
     (seed, epoch) alone; `set_epoch` picks the epoch, so a resumed run and a paired variant see the same batches.
     A last batch of a single image is dropped when shuffling (BatchNorm cannot train on one sample).
     With `world` > 1 (DDP) this is rank `rank`'s share (`shard.Share`): `batch_size` is the global batch, and
-    the augmentation draws come from a stream seeded by (seed, epoch, rank).
+    the augmentation draws come from a stream seeded by (seed, epoch, rank). Alternating flips
+    (`augment.hflip="alternate"`) follow each image's index and the epoch, so they are the same for any `world`.
     """
 
     def __init__(self, split: TensorSplit, batch_size: int, *, mean, std, device="cpu",
@@ -54,6 +55,7 @@ class MemoryLoader(EpochLoader):
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
         n = self.num_samples
+        self._phase = None  # alternating flips: each image's phase, set per epoch from `seed` (uint8 (N,))
         self._num_batches = (n + self.batch_size - 1) // self.batch_size
         if shuffle and self._num_batches > 1 and n % self.batch_size == 1:
             self._num_batches -= 1
@@ -68,12 +70,15 @@ class MemoryLoader(EpochLoader):
         x = self.images.index_select(0, idx)  # uint8 (B, C, H, W)
         y = self.labels.index_select(0, idx)
         if self.augment is not None:
-            return augment_batch(x, self.augment, gen, self.mean, self.std), y
+            flips = alternate_flips(self._phase, idx, self.epoch) if self._phase is not None else None
+            return augment_batch(x, self.augment, gen, self.mean, self.std, flips), y
         return normalize_batch(x, self.mean, self.std), y
 
     def __iter__(self):
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         n = self.num_samples
+        if self.augment is not None and self.augment.alternate_hflip:
+            self._phase = flip_phase(n, self.seed).to(self.device)
         if self.shuffle:
             order = torch.randperm(n, generator=gen).to(self.device)
         else:

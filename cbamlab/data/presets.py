@@ -12,7 +12,7 @@ import math
 from dataclasses import fields, replace
 
 from ..errors import ConfigError, unknown
-from .augment import ERASING_VALUES, AugmentSpec
+from .augment import ALTERNATE, ERASING_VALUES, AugmentSpec
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,10 @@ def list_presets() -> list[str]:
 
 def _coerce(name: str, kind, value):
     """Check one override against the field's type; ints are accepted for floats, nothing else is converted."""
+    if name == "hflip":  # true (random, p = 1/2), false, or airbench's alternating flips
+        if not (isinstance(value, bool) or value == ALTERNATE):
+            raise ConfigError(f"augmentation 'hflip' must be true, false or {ALTERNATE}, got {value!r}")
+        return value
     if kind == "bool" or kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"augmentation '{name}' must be true or false, got {value!r}")
