@@ -41,7 +41,7 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]  # cbamlab, and bench_rep
 import cbamlab  # noqa: E402
 from bench_report import build_times, header, load_average, native_line, to_csv, to_markdown  # noqa: E402
 from cbamlab._io import write_text  # noqa: E402
-from cbamlab.engine.config import TrainConfig  # noqa: E402
+from cbamlab.config import TrainConfig  # noqa: E402
 from cbamlab.engine.runtime import device_facts, resolve_precision  # noqa: E402
 from cbamlab.models import native  # noqa: E402
 from cbamlab.models.resnet import build_resnet  # noqa: E402

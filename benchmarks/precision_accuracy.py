@@ -23,10 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cbamlab._io import write_text  # noqa: E402
-from cbamlab.engine import fit, rundir  # noqa: E402
-from cbamlab.engine.config import load_config  # noqa: E402
+from cbamlab.config import load_config  # noqa: E402
+from cbamlab.engine import fit  # noqa: E402
 from cbamlab.engine.runtime import cpu_name  # noqa: E402
 from cbamlab.report.stats import paired_comparison, summarize, verdict  # noqa: E402
+from cbamlab.runs import is_complete, read_summary  # noqa: E402
 
 SETTINGS = {  # name -> overrides
     "auto": ("train.amp=auto", "train.channels_last=auto"),
@@ -42,7 +43,7 @@ def train_all(config: str, seeds: int, epochs: int | None, out: Path) -> dict:
             sets = [*overrides, f"seed={seed}"] + ([f"train.epochs={epochs}"] if epochs else [])
             cfg = load_config(config, sets)
             run = out / name / f"seed{seed}"
-            summary = rundir.read_summary(run) if rundir.is_complete(run) else fit(cfg, run, resume=run.exists())
+            summary = read_summary(run) if is_complete(run) else fit(cfg, run, resume=run.exists())
             runs[name].append(summary)
     return runs
 

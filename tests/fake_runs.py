@@ -1,10 +1,11 @@
-"""Run directories with chosen results, written by `cbamlab.engine.rundir` (the format's one writer), for the
+"""Run directories with chosen results, written by `cbamlab.runs` (the format's one writer), for the
 report, grouping and compare tests. Nothing here writes a run file by hand."""
 import copy
 from pathlib import Path
 
-from cbamlab.engine import rundir, runtime
-from cbamlab.engine.config import config_from_dict
+from cbamlab import runs
+from cbamlab.engine import runtime
+from cbamlab.config import config_from_dict
 
 RECIPE = {
     "seed": 0,
@@ -40,14 +41,14 @@ def make_run(root, model="resnet20", seed=0, *, dataset="digits", top1=0.9, top5
     d["train"]["epochs"] = epochs
     cfg = config_from_dict(d)
     run = Path(path) if path else Path(root) / dataset / model / f"seed{seed}"
-    rundir.write_config(run, cfg)
+    runs.write_config(run, cfg)
     rows = []
     for e in range(1, epochs + 1):
         frac = e / epochs
         rows.append({"epoch": e, "lr": 0.1 * (1 - frac) + 1e-4, "train_loss": 2.0 - 1.5 * frac,
                      "train_top1": top1 * frac * 0.98, "test_loss": 1.8 - 1.4 * frac, "test_top1": top1 * frac,
                      "test_top5": top5 * frac, "images_per_s": images_per_s, "epoch_time_s": 1.5})
-    rundir.write_metrics(run, rows)
+    runs.write_metrics(run, rows)
     k = len(classes)
     per_class = list(per_class) if per_class is not None else [top1] * k
     cm = [[0] * k for _ in range(k)]
@@ -55,13 +56,13 @@ def make_run(root, model="resnet20", seed=0, *, dataset="digits", top1=0.9, top5
         cm[i][i] = int(round(acc * 50))
         cm[i][(i + 1) % k] = 50 - cm[i][i]
     if complete:
-        rundir.write_summary(run, {
+        runs.write_summary(run, {
             "status": "complete", "model": model, "dataset": dataset, "seed": seed, "epochs": epochs, "split": "test",
             "top1": top1, "top5": top5, "final": {"test_top1": top1, "test_top5": top5},
             "best": {"epoch": epochs, "test_top1": top1}, "params": params, "macs": macs,
             "train_images_per_s": images_per_s, "inference_latency_ms": latency_ms, "wall_time_s": 9.0,
             "device": device, "torch_version": "2.14.1", "classes": list(classes), "per_class_accuracy": per_class,
             "confusion_matrix": cm})
-    rundir.write_env(run, {"python": "3.11", "torch": "2.14.1", "device": device,
+    runs.write_env(run, {"python": "3.11", "torch": "2.14.1", "device": device,
                            **({"precision": precision.as_dict()} if precision is not None else {})})
     return run

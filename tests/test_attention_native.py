@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import cbamlab
-from cbamlab.engine import fit, load_config
+from cbamlab.config import load_config
+from cbamlab.engine import fit
 from cbamlab.models import count_macs
 from cbamlab.errors import CbamlabError
 from cbamlab.models import native

@@ -13,7 +13,8 @@ from PIL import Image
 
 from cbamlab import _io
 from cbamlab.cli import main
-from cbamlab.engine import fit, load_config
+from cbamlab.config import load_config
+from cbamlab.engine import fit
 from cbamlab.errors import CbamlabError
 from cbamlab.models import create_model
 from cbamlab.models.profile import stage_table

@@ -1,4 +1,5 @@
-"""The run-directory claim: one holder at a time across processes, released on exit, taken over from the dead."""
+"""The run-directory claim: one holder at a time across processes, released on exit, taken over from the dead;
+and the one liveness check of a recorded process."""
 import errno
 import json
 import multiprocessing
@@ -9,9 +10,8 @@ import time
 
 import pytest
 
-from cbamlab.engine import claim as claim_mod
-from cbamlab.engine.claim import RunDirInUse, claim_path, claim_run_dir, holder
-from cbamlab.engine.rundir import RunDirError
+from cbamlab.runs import RunDirError, RunDirInUse, claim_path, claim_run_dir, holder, process_alive, process_tag
+from cbamlab.runs import claim as claim_mod
 
 _fork = multiprocessing.get_context("fork")
 
@@ -78,21 +78,22 @@ def _no_locks(fd, op):
     raise OSError(errno.ENOLCK, "no locks")
 
 
-def test_without_locks_the_claim_file_alone_holds_and_a_dead_holder_is_taken_over(tmp_path, monkeypatch):
+def test_a_filesystem_without_locks_is_refused_and_left_as_it_was(tmp_path, monkeypatch):
     monkeypatch.setattr(claim_mod.fcntl, "flock", _no_locks)
-    run = tmp_path / "run"
-    claim_path(run).write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))  # alive
-    with pytest.raises(RunDirInUse, match=f"pid {os.getppid()} on"):
+    run = tmp_path / "deep" / "run"
+    with pytest.raises(RunDirError, match="does not support file locks") as e:
         claim_run_dir(run)
-    claim_path(run).write_text(json.dumps({"pid": os.getppid(), "host": "elsewhere"}))  # cannot be checked
-    with pytest.raises(RunDirInUse, match="on elsewhere"):
-        claim_run_dir(run)
+    assert not isinstance(e.value, RunDirInUse) and list(tmp_path.iterdir()) == []
+
+
+def test_a_recorded_process_is_alive_only_with_its_start_time():
+    me = process_tag()
+    assert me["pid"] == os.getpid() and me["host"] == socket.gethostname()
+    assert process_alive(me) is True and process_alive({**me, "start": None}) is True
+    if me["start"] is not None:  # Linux: /proc tells the start time
+        assert process_alive({**me, "start": "1"}) is False  # the pid runs another process: the recorded one is gone
     dead = _fork.Process(target=time.sleep, args=(0,))
     dead.start()
     dead.join()
-    claim_path(run).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
-    with claim_run_dir(run) as c:
-        assert c.taken_over["pid"] == dead.pid and holder(run)["pid"] == os.getpid()
-        with pytest.raises(RunDirInUse):  # another process would find it held
-            claim_mod._exclusive_file(c.run_dir, claim_path(run))
-    assert not claim_path(run).exists()
+    assert process_alive({**me, "pid": dead.pid}) is False
+    assert process_alive({**me, "host": "elsewhere"}) is None and process_alive({"host": me["host"]}) is None

@@ -12,7 +12,8 @@ import yaml
 from PIL import Image
 
 from cbamlab.cli import main
-from cbamlab.engine import fit, load_config
+from cbamlab.config import load_config
+from cbamlab.engine import fit
 
 QUICK = ["--set", "train.epochs=2", "--set", "train.batch_size=128", "--set", "train.threads=1"]
 PRINTED = {}

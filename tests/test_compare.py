@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 import cbamlab.engine as engine
+from cbamlab import runs as rundir
 from cbamlab.cli import main
-from cbamlab.engine import rundir
-from cbamlab.engine.config import config_to_dict
+from cbamlab.config import config_to_dict
 from cbamlab.errors import CbamlabError, ConfigError
 from cbamlab.experiments import compare
 from cbamlab.report import groups, tables
@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_parse_compare_section():
     spec = compare.parse_compare_section(None)
-    assert spec.variants == ["resnet20", "resnet20_se", "resnet20_cbam"] and spec.seeds == [0, 1, 2]
+    assert [v.label for v in spec.variants] == ["resnet20", "resnet20_se", "resnet20_cbam"] and spec.seeds == [0, 1, 2]
     assert compare.parse_compare_section({"seeds": 4}).seeds == [0, 1, 2, 3]
     spec = compare.parse_compare_section({"variants": "resnet56, resnet56_cbam", "datasets": "fashion_mnist"})
-    assert spec.variants == ["resnet56", "resnet56_cbam"] and spec.datasets == ["fashion_mnist"]
+    assert [v.label for v in spec.variants] == ["resnet56", "resnet56_cbam"] and spec.datasets == ["fashion_mnist"]
 
 
 @pytest.mark.parametrize("section, message", [
@@ -58,13 +58,13 @@ def test_default_equals_configs_compare_digits():
 def test_fashion_mnist_config():
     cfg, spec = compare.load_compare_config(ROOT / "configs" / "compare_fashion_mnist.yaml")
     assert cfg.data.name == "fashion_mnist"
-    assert spec.variants == ["resnet20", "resnet20_se", "resnet20_cbam"] and spec.seeds == [0, 1, 2]
+    assert [v.label for v in spec.variants] == ["resnet20", "resnet20_se", "resnet20_cbam"] and spec.seeds == [0, 1, 2]
 
 
 def test_overrides_reach_recipe_and_compare_section():
     cfg, spec = compare.load_compare_config(None, ["train.epochs=2", "compare.seeds=2",
                                                    "compare.variants=[resnet20,resnet20_cbam]"])
-    assert cfg.train.epochs == 2 and spec.seeds == [0, 1] and spec.variants == ["resnet20", "resnet20_cbam"]
+    assert cfg.train.epochs == 2 and spec.seeds == [0, 1] and [v.label for v in spec.variants] == ["resnet20", "resnet20_cbam"]
     with pytest.raises(ConfigError, match="compare.seed"):
         compare.load_compare_config(None, ["compare.seed=2"])
 
@@ -80,7 +80,7 @@ def test_plan_layout_and_order(tmp_path):
 
 
 class FakeFit:
-    """Stands in for engine.fit: records calls and writes a finished run through engine.rundir, as fit does.
+    """Stands in for engine.fit: records calls and writes a finished run through cbamlab.runs, as fit does.
     `interrupt_at=k` makes the k-th call leave an unfinished run and raise KeyboardInterrupt, as a kill would."""
 
     def __init__(self, interrupt_at=None):

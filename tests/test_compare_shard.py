@@ -11,13 +11,13 @@ import time
 import pytest
 
 import cbamlab.engine as engine
+from cbamlab import runs as rundir
 from cbamlab.cli import main
-from cbamlab.engine import rundir
-from cbamlab.engine.claim import claim_run_dir
 from cbamlab.engine.runtime import available_cores
 from cbamlab.errors import ConfigError
 from cbamlab.experiments import compare
-from cbamlab.experiments.compare_shard import STUDY, parse_shard, take_shard
+from cbamlab.experiments.compare_shard import parse_shard, take_shard
+from cbamlab.runs import COMPARE_RECORD, claim_run_dir
 from fake_runs import env_as_fit_writes
 
 TINY = ["train.epochs=1", "train.batch_size=256", "train.progress=false", "train.amp=none",
@@ -86,7 +86,7 @@ def test_a_shard_with_another_config_or_grid_is_refused_before_writing(tmp_path,
     monkeypatch.setattr(engine, "fit", fake)
     out = tmp_path / "c"
     assert main(["compare", "--out", str(out), "--shard", "0/2", "--set", "compare.seeds=2"]) == 0
-    assert len(fake.calls) == 3 and json.loads((out / STUDY).read_text())["seeds"] == [0, 1]
+    assert len(fake.calls) == 3 and json.loads((out / COMPARE_RECORD).read_text())["seeds"] == [0, 1]
     capfd.readouterr()
     before = _tree(out)
     for extra, message in ((["--set", "optim.lr=0.05"], r"another config \(optim.lr differ\)"),
@@ -193,13 +193,13 @@ def test_a_study_recorded_before_a_key_existed_continues(tmp_path, monkeypatch, 
     monkeypatch.setattr(engine, "fit", fake)
     out = tmp_path / "c"
     assert main(["compare", "--out", str(out), "--shard", "0/2", "--set", "compare.seeds=2", "-q"]) == 0
-    record = json.loads((out / STUDY).read_text())
+    record = json.loads((out / COMPARE_RECORD).read_text())
     del record["recipe"]["eval"]["every"]
-    (out / STUDY).write_text(json.dumps(record))
+    (out / COMPARE_RECORD).write_text(json.dumps(record))
     assert main(["compare", "--out", str(out), "--shard", "1/2", "--set", "compare.seeds=2", "-q"]) == 0
     assert len(fake.calls) == 6
     capfd.readouterr()
     record["recipe"]["eval"]["tta"] = "hflip"
-    (out / STUDY).write_text(json.dumps(record))
+    (out / COMPARE_RECORD).write_text(json.dumps(record))
     assert main(["compare", "--out", str(out), "--shard", "1/2", "--set", "compare.seeds=2"]) == 2
     assert "another config (eval.tta differ)" in capfd.readouterr().err

@@ -58,10 +58,10 @@ def test_plan_puts_each_named_variant_in_its_folder_with_its_options(tmp_path):
                                                    ("chan", 1)]
     assert runs[1].path == tmp_path / "digits" / "chan" / "seed0"
     default, chan = runs[0].cfg.model, runs[1].cfg.model
-    assert (default.label, default.kernel_size, default.spatial, default.pool_types) == (None, 5, True,
-                                                                                         ["avg", "max"])
-    assert (chan.name, chan.label, chan.kernel_size, chan.spatial, chan.pool_types) == (
-        "resnet20_cbam", "chan", 5, False, ["max"])
+    assert (default.label, default.attn.kernel_size, default.attn.spatial, default.attn.pool_types) == (
+        None, 5, True, ("avg", "max"))
+    assert (chan.name, chan.label, chan.attn.kernel_size, chan.attn.spatial, chan.attn.pool_types) == (
+        "resnet20_cbam", "chan", 5, False, ("max",))
 
 
 def test_an_option_the_model_refuses_names_the_variant(tmp_path):

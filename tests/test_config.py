@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cbamlab.engine.config import (Config, config_from_dict, config_to_dict, diff_configs, dump_config, load_config,
+from cbamlab.config import (Config, config_from_dict, config_to_dict, diff_configs, dump_config, load_config,
                                    split_sections)
 from cbamlab.errors import ConfigError
 
@@ -129,3 +129,88 @@ def test_article_presets_hold_the_article_recipe():
     assert (inet.model.name, inet.data.name, inet.train.batch_size, inet.train.epochs) == \
         ("resnet50_cbam", "imagefolder", 256, 90)
     assert (inet.schedule.name, inet.schedule.step_size, inet.schedule.gamma) == ("step", 30.0, 0.1)
+
+
+def test_the_model_section_holds_one_attn_options_under_flat_keys():
+    from cbamlab.config import ModelConfig, non_result_keys, section_keys
+    from cbamlab.models.options import ATTN_OPTIONS, AttnOptions
+
+    cfg = load_config(None, ["model.kernel_size=3", "model.pool_types=[max]", "model.arrangement=parallel"])
+    assert cfg.model.attn == AttnOptions(kernel_size=3, pool_types=("max",), arrangement="parallel")
+    assert ModelConfig().attn == AttnOptions()  # the attention defaults: AttnOptions' own
+    model = config_to_dict(cfg)["model"]
+    assert list(model) == ["name", "reduction", "kernel_size", "arrangement", "spatial", "spatial_bn_zero_init",
+                           "pool_types", "attn_impl", "shortcut", "width", "pretrained", "num_classes", "in_chans",
+                           "label"]
+    assert model["pool_types"] == ["max"] and "tuple" not in dump_config(cfg)  # YAML lists, not tuples
+    assert config_from_dict(yaml.safe_load(dump_config(cfg))) == cfg
+    assert [k.name for k in section_keys(ModelConfig) if k.path[0] == "attn"] == [
+        o for o in ATTN_OPTIONS if o != "keep_map"]
+    assert "model.attn_impl" in non_result_keys() and "model.kernel_size" not in non_result_keys()
+    with pytest.raises(ConfigError, match="unknown key 'model.keep_map'"):
+        load_config(None, ["model.keep_map=true"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.kernel_size=4", "model.kernel_size=4: must be a positive odd integer"),
+    ("model.reduction=0", "model.reduction=0: must be a positive integer"),
+    ("model.pool_types=[avg, avg]", "model.pool_types=['avg', 'avg']: must be a non-empty list of distinct pool"),
+    ("model.pool_types=[]", "model.pool_types=[]: must be a non-empty list"),
+    ("model.arrangement=spatial_frist", "unknown model.arrangement 'spatial_frist' (did you mean spatial_first?); "
+                                        "known: channel_first, spatial_first, parallel"),
+])
+def test_attention_checks_live_in_attn_options_and_name_the_key(override, message):
+    from cbamlab.errors import CbamlabError
+    from cbamlab.models.options import AttnOptions
+
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert str(e.value).startswith(message)
+    key, value = override.split("=")
+    with pytest.raises(CbamlabError):  # the same check, asked of the options themselves
+        AttnOptions(**{key.split(".")[1]: yaml.safe_load(value)})
+
+
+def test_sections_check_their_fields_when_built_and_when_validated():
+    from cbamlab.config import OptimConfig, validate
+
+    with pytest.raises(ConfigError, match="optim.lr=0: must be > 0"):
+        OptimConfig(lr=0)
+    cfg = load_config()
+    cfg.train.epochs = 0  # changed after it was built: validate asks every check again
+    with pytest.raises(ConfigError, match="train.epochs=0"):
+        validate(cfg)
+    cfg.train.epochs, cfg.schedule.warmup_epochs = 2, 3.0  # a check across sections: Config's
+    with pytest.raises(ConfigError, match="schedule.warmup_epochs=3.0: must be in \\[0, train.epochs=2\\)"):
+        validate(cfg)
+
+
+def test_choice_lists_are_the_tables_that_build_them():
+    from cbamlab import config
+    from cbamlab.engine import loop, optim, runtime, schedules
+
+    assert tuple(optim.OPTIMIZERS) == config.OPTIMIZERS
+    assert tuple(schedules.SCHEDULES) == config.SCHEDULES
+    assert tuple(loop.TTA_VIEWS) == config.TTA
+    assert tuple(runtime.AUTOCAST_DTYPES) == config.PRECISIONS and config.AMP == ("auto", *config.PRECISIONS)
+    with pytest.raises(RuntimeError, match="one list"):
+        config.keyed({"sgd": None}, config.OPTIMIZERS, "optimizer")
+
+
+def test_one_override_parser_for_the_config_and_the_extra_sections():
+    from cbamlab.config import parse_override, section_overrides
+    from cbamlab.experiments import tune
+
+    assert parse_override("data.root = 123") == ("data.root", 123, "123")
+    assert parse_override("optim.betas=[0.8, 0.9").value == "[0.8, 0.9"  # not YAML: kept as text
+    sets, rest = section_overrides(["compare.seeds=5", "optim.lr=0.05"], "compare", ("variants", "seeds"))
+    assert sets == {"seeds": 5} and [o.key for o in rest] == ["optim.lr"]
+    assert load_config(None, rest).optim.lr == 0.05
+    with pytest.raises(ConfigError, match="unknown key 'compare.seed' \\(did you mean seeds\\?\\)"):
+        section_overrides(["compare.seed=5"], "compare", ("variants", "seeds"))
+    with pytest.raises(ConfigError, match="section.key=value"):
+        section_overrides(["compare.seeds"], "compare", ("seeds",))
+    base, settings = tune.prepare(None, ["tune.trials=4", "train.epochs=2"])
+    assert settings.trials == 4 and base["train"]["epochs"] == 2
+    with pytest.raises(ConfigError, match="cbamlab tune"):
+        load_config(None, ["tune.trials=4"])

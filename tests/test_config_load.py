@@ -5,7 +5,7 @@ import copy
 import pytest
 
 from cbamlab.data import load_dataset
-from cbamlab.engine.config import load_config
+from cbamlab.config import load_config
 from cbamlab.errors import ConfigError, DataError
 
 

@@ -8,7 +8,7 @@ import yaml
 from cbamlab import list_models
 from cbamlab.cli import main
 from cbamlab.data import resolve_augment
-from cbamlab.engine.config import config_to_dict, diff_configs, load_config, read_yaml
+from cbamlab.config import config_to_dict, diff_configs, load_config, read_yaml
 from cbamlab.experiments import compare, tune
 from cbamlab.experiments.compare import load_compare_config
 
@@ -124,17 +124,17 @@ def test_digits_ablation_is_the_ten_seed_recipe_with_the_papers_variants(tmp_pat
     cfg, spec = load_compare_config(ROOT / "compare_ablation_digits.yaml")
     seeds_cfg, _ = load_compare_config(ROOT / "compare_digits_seeds.yaml")
     assert diff_configs(cfg, seeds_cfg) == [] and spec.seeds == list(range(10))
-    default = load_config(None).model
+    default = load_config(None).model.attn
     changed = {}
     for run in compare.plan(cfg, spec.variants, [0], tmp_path):
         m = run.cfg.model
-        changed[run.variant] = (m.name, {k: getattr(m, k) for k in ("kernel_size", "arrangement", "spatial",
-                                                                      "spatial_bn_zero_init", "pool_types")
-                                          if getattr(m, k) != getattr(default, k)})
+        changed[run.variant] = (m.name, {k: getattr(m.attn, k) for k in ("kernel_size", "arrangement", "spatial",
+                                                                           "spatial_bn_zero_init", "pool_types")
+                                          if getattr(m.attn, k) != getattr(default, k)})
     assert changed == {
         "resnet20": ("resnet20", {}), "resnet20_se": ("resnet20_se", {}), "resnet20_cbam": ("resnet20_cbam", {}),
-        "channel_only": ("resnet20_cbam", {"spatial": False}), "pool_avg": ("resnet20_cbam", {"pool_types": ["avg"]}),
-        "pool_max": ("resnet20_cbam", {"pool_types": ["max"]}), "kernel3": ("resnet20_cbam", {"kernel_size": 3}),
+        "channel_only": ("resnet20_cbam", {"spatial": False}), "pool_avg": ("resnet20_cbam", {"pool_types": ("avg",)}),
+        "pool_max": ("resnet20_cbam", {"pool_types": ("max",)}), "kernel3": ("resnet20_cbam", {"kernel_size": 3}),
         "spatial_first": ("resnet20_cbam", {"arrangement": "spatial_first"}),
         "parallel": ("resnet20_cbam", {"arrangement": "parallel"}),
         "gamma1": ("resnet20_cbam", {"spatial_bn_zero_init": False})}

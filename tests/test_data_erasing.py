@@ -7,7 +7,7 @@ import torch
 
 from cbamlab.data import AugmentSpec, augment_batch, resolve_augment
 from cbamlab.data.augment import random_erasing
-from cbamlab.engine.config import load_config
+from cbamlab.config import load_config
 from cbamlab.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

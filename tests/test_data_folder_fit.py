@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from cbamlab.engine import fit, load_config
+from cbamlab.config import load_config
+from cbamlab.engine import fit
 from cbamlab.errors import ConfigError
 from test_data_folder import add_corrupt, make_tree
 

@@ -7,13 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from cbamlab.engine import checkpoint as ckpt
-from cbamlab.engine import fit, load_config
+import cbamlab.runs.state as run_state
+from cbamlab import runs
+from cbamlab.config import load_config
+from cbamlab.engine import fit
 from cbamlab.engine.ema import ModelEma, ema_decay
 from cbamlab.engine.loop import train_one_epoch
 from cbamlab.engine.predict import evaluate_config, load_run
-from cbamlab.engine.rundir import read_metrics
 from cbamlab.errors import ConfigError
+from cbamlab.runs import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -120,30 +122,30 @@ def reference(tmp_path_factory):
 
 def test_weights_files_hold_the_evaluated_average(reference):
     out = reference
-    state = ckpt.load_state(out / "checkpoints" / "last.state.pt")
-    assert set(state["ema"]) == set(state["model"])
-    last, meta = ckpt.load_weights(out / "checkpoints" / "last.safetensors")
-    assert meta["epoch"] == "2" and all(torch.equal(last[k], v) for k, v in state["ema"].items())
-    assert any(not torch.equal(state["ema"][k], v) for k, v in state["model"].items() if v.is_floating_point())
+    state = runs.load_state(out)
+    assert set(state.ema) == set(state.model) and state.eval_weights is state.ema
+    last, meta = runs.load_weights(out / "checkpoints" / "last.safetensors")
+    assert meta["epoch"] == "2" and all(torch.equal(last[k], v) for k, v in state.ema.items())
+    assert any(not torch.equal(state.ema[k], v) for k, v in state.model.items() if v.is_floating_point())
     summary = json.loads((out / "summary.json").read_text())
     rows = read_metrics(out)
     assert summary["top1"] == pytest.approx(rows[-1]["test_top1"], abs=1e-6)
     loaded = load_run(out, "last")  # what `cbamlab eval --run` loads
     r = evaluate_config(loaded.model, loaded.cfg)
     assert r["top1"] == summary["top1"] and r["loss"] == pytest.approx(summary["final"]["test_loss"], rel=1e-6)
-    loaded.model.load_state_dict(state["model"])  # the raw weights score otherwise: evaluation used the average
+    loaded.model.load_state_dict(state.model)  # the raw weights score otherwise: evaluation used the average
     raw = evaluate_config(loaded.model, loaded.cfg)
     assert raw["loss"] != pytest.approx(summary["final"]["test_loss"], rel=1e-4)
 
 
 def _same_run(a: Path, b: Path) -> None:
     for name in ("last.safetensors", "best.safetensors"):
-        wa, _ = ckpt.load_weights(a / "checkpoints" / name)
-        wb, _ = ckpt.load_weights(b / "checkpoints" / name)
+        wa, _ = runs.load_weights(a / "checkpoints" / name)
+        wb, _ = runs.load_weights(b / "checkpoints" / name)
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
-    sa, sb = (ckpt.load_state(d / "checkpoints" / "last.state.pt") for d in (a, b))
+    sa, sb = (runs.load_state(d) for d in (a, b))
     for part in ("model", "ema"):
-        assert all(torch.equal(sa[part][k], sb[part][k]) for k in sa[part]), part
+        assert all(torch.equal(getattr(sa, part)[k], getattr(sb, part)[k]) for k in getattr(sa, part)), part
     ja, jb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
     for k in ("top1", "top5", "final", "best", "confusion_matrix"):
         assert ja[k] == jb[k], k
@@ -165,18 +167,18 @@ def test_stopped_then_crashed_between_writes_then_resumed_is_the_same_run(refere
     out = tmp_path / "r"
     with pytest.raises(Stop):
         fit(load_config(None, EMA_CFG), out, on_epoch=stop)
-    assert ckpt.load_state(out / "checkpoints" / "last.state.pt")["epoch"] == 1
-    real = ckpt.save_weights
+    assert runs.load_state(out).epoch == 1
+    real = run_state.save_weights
 
     def save_weights(path, *a, **kw):
-        if ckpt.load_state(out / "checkpoints" / "last.state.pt")["epoch"] == 2:
+        if runs.load_state(out).epoch == 2:
             raise KeyboardInterrupt
         return real(path, *a, **kw)
 
-    monkeypatch.setattr(ckpt, "save_weights", save_weights)
+    monkeypatch.setattr(run_state, "save_weights", save_weights)
     with pytest.raises(KeyboardInterrupt):
         fit(load_config(out / "config.yaml"), out, resume=True)
-    monkeypatch.setattr(ckpt, "save_weights", real)
-    assert ckpt.load_weights(out / "checkpoints" / "last.safetensors")[1]["epoch"] == "1"  # stale
+    monkeypatch.setattr(run_state, "save_weights", real)
+    assert runs.load_weights(out / "checkpoints" / "last.safetensors")[1]["epoch"] == "1"  # stale
     fit(load_config(out / "config.yaml"), out, resume=True)
     _same_run(reference, out)

@@ -18,12 +18,12 @@ import torch
 from cbamlab import create_model
 from cbamlab.cli import main
 from cbamlab.data import load_dataset, make_loaders
-from cbamlab.engine import fit, load_config
+from cbamlab.config import load_config
+from cbamlab.engine import fit
 from cbamlab.engine import distributed
-from cbamlab.engine.checkpoint import load_weights
 from cbamlab.engine.loop import evaluate
 from cbamlab.engine.predict import evaluate_config, load_run
-from cbamlab.engine.rundir import LAST_WEIGHTS, read_metrics
+from cbamlab.runs import LAST_WEIGHTS, load_weights, read_metrics
 
 # digits: 1438 training images = 5 global batches of 256 and a last one of 158 (79 per rank); 359 test images
 # are split 179 / 180 between the ranks (no padding in evaluation)

@@ -8,11 +8,9 @@ import torch
 import torchvision
 from torch import nn
 
-from cbamlab import _io
+from cbamlab import _io, runs
 from cbamlab.cli import main
-from cbamlab.engine import rundir
-from cbamlab.engine.checkpoint import save_weights
-from cbamlab.engine.config import load_config
+from cbamlab.config import load_config
 from cbamlab.explain import (class_specificity, deletion_insertion, gradcam, spatial_maps, stage_modules)
 from cbamlab.explain.faithfulness import auc, ranking
 from cbamlab.explain.images import stratified_pick
@@ -208,14 +206,14 @@ def test_gradcam_finds_the_object_after_a_short_training():
 def _fake_run(path, model_name: str, weights: bool = True):
     """A finished-looking digits run of an untrained model: config, summary and (optionally) last weights."""
     cfg = load_config({"model": {"name": model_name}, "data": {"name": "digits"}, "train": {"epochs": 1}})
-    rundir.write_config(path, cfg)
-    _io.write_json(path / rundir.SUMMARY, {
+    runs.write_config(path, cfg)
+    _io.write_json(path / runs.SUMMARY, {
         "status": "complete", "model": model_name, "dataset": "digits", "seed": 0,
         "classes": [str(i) for i in range(10)],
         "data": {"num_classes": 10, "in_chans": 1, "image_size": [8, 8], "mean": [0.3], "std": [0.4]}})
     if weights:
         torch.manual_seed(0)
-        save_weights(path / rundir.LAST_WEIGHTS, create_model(model_name, num_classes=10, in_chans=1))
+        runs.save_weights(path / runs.LAST_WEIGHTS, create_model(model_name, num_classes=10, in_chans=1))
     return path
 
 

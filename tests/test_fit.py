@@ -12,12 +12,13 @@ import pytest
 import torch
 
 import cbamlab
-from cbamlab.engine import checkpoint as ckpt
-from cbamlab.engine import fit, load_config, provenance
+import cbamlab.runs.state as run_state
+from cbamlab import runs
+from cbamlab.config import diff_configs, load_config
+from cbamlab.engine import fit
 from cbamlab.engine.build import build_model
-from cbamlab.engine.config import diff_configs
 from cbamlab.engine.loop import DivergedError
-from cbamlab.engine.rundir import METRIC_COLUMNS, RunDirError, read_metrics
+from cbamlab.runs import METRIC_COLUMNS, RunDirError, read_metrics
 
 fitmod = sys.modules["cbamlab.engine.fit"]
 QUICK = ["train.epochs=2", "train.batch_size=128", "model.name=resnet20_cbam", "train.threads=1"]
@@ -59,14 +60,14 @@ def test_run_directory_contents(finished):
     assert s["params"] > 0 and s["macs"] > 0 and s["torch_version"] == torch.__version__
     env = json.loads((out / "env.json").read_text())
     assert {"python", "torch", "platform", "cpu", "threads", "device"} <= set(env)
-    assert env["code"] == provenance.code_version() and env["code"]["cbamlab"] == cbamlab.__version__
+    assert env["code"] == runs.code_version() and env["code"]["cbamlab"] == cbamlab.__version__
     attention = env["attention"]  # what the CBAMs ran: the setting, the choice, the native build's status
-    assert attention["attn_impl"] == [cfg.model.attn_impl] == ["auto"]
+    assert attention["attn_impl"] == [cfg.model.attn.attn_impl] == ["auto"]
     assert attention["runs"] == (["native"] if attention["native"]["available"] else ["reference"])
     assert (attention["why_reference"] is None) == attention["native"]["available"]
     state = torch.load(out / "checkpoints" / "last.state.pt", weights_only=True)
     assert state["epoch"] == 2 and len(state["history"]) == 2
-    weights, meta = ckpt.load_weights(out / "checkpoints" / "last.safetensors")
+    weights, meta = runs.load_weights(out / "checkpoints" / "last.safetensors")
     assert meta["epoch"] == "2" and all(torch.equal(weights[k], v) for k, v in state["model"].items())
 
 
@@ -144,7 +145,7 @@ def test_on_epoch_exception_propagates_after_the_checkpoint(tmp_path):
     cfg = load_config(None, QUICK)
     with pytest.raises(Prune):
         fit(cfg, tmp_path / "r", on_epoch=stop)
-    assert ckpt.load_state(tmp_path / "r" / "checkpoints" / "last.state.pt")["epoch"] == 1
+    assert runs.load_state(tmp_path / "r").epoch == 1
     assert not (tmp_path / "r" / "summary.json").exists()
 
 
@@ -176,17 +177,17 @@ def test_nan_loss_stops_and_the_last_good_checkpoint_stays(tmp_path, monkeypatch
     cfg = load_config(None, QUICK + ["train.epochs=3"])
     with pytest.raises(DivergedError, match="nan.*diverged"):
         fit(cfg, out, on_epoch=lambda e, row: poison.update(on=True))
-    state = ckpt.load_state(out / "checkpoints" / "last.state.pt")
-    assert state["epoch"] == 1
-    _, meta = ckpt.load_weights(out / "checkpoints" / "last.safetensors")
-    assert meta["epoch"] == "1" and all(torch.isfinite(v).all() for v in state["model"].values())
+    state = runs.load_state(out)
+    assert state.epoch == 1
+    _, meta = runs.load_weights(out / "checkpoints" / "last.safetensors")
+    assert meta["epoch"] == "1" and all(torch.isfinite(v).all() for v in state.model.values())
     assert [r["epoch"] for r in read_metrics(out)] == [1]
     assert not (out / "summary.json").exists()
 
 
 def _same_run(a: Path, b: Path) -> None:
-    wa, _ = ckpt.load_weights(a / "checkpoints" / "last.safetensors")
-    wb, _ = ckpt.load_weights(b / "checkpoints" / "last.safetensors")
+    wa, _ = runs.load_weights(a / "checkpoints" / "last.safetensors")
+    wb, _ = runs.load_weights(b / "checkpoints" / "last.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
     for k in ("top1", "top5", "final", "best", "per_class_accuracy", "confusion_matrix"):
@@ -212,7 +213,7 @@ def reference(tmp_path_factory):
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_gives_the_same_run(reference, tmp_path):
     out = tmp_path / "killed"
-    code = ("import sys; from cbamlab.engine import fit, load_config; "
+    code = ("import sys; from cbamlab.config import load_config; from cbamlab.engine import fit; "
             f"fit(load_config(None, {KILL_CFG!r}), sys.argv[1])")
     proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -230,18 +231,18 @@ def test_sigkill_mid_run_then_resume_gives_the_same_run(reference, tmp_path):
 
 def test_crash_between_checkpoint_writes_then_resume(reference, tmp_path, monkeypatch):
     out = tmp_path / "crashed"
-    real = ckpt.save_weights
+    real = run_state.save_weights
 
     def save_weights(path, *a, **kw):  # die after epoch 2's state file, before its weights
-        if ckpt.load_state(out / "checkpoints" / "last.state.pt")["epoch"] == 2:
+        if runs.load_state(out).epoch == 2:
             raise KeyboardInterrupt
         return real(path, *a, **kw)
 
-    monkeypatch.setattr(ckpt, "save_weights", save_weights)
+    monkeypatch.setattr(run_state, "save_weights", save_weights)
     with pytest.raises(KeyboardInterrupt):
         fit(load_config(None, KILL_CFG), out)
-    monkeypatch.setattr(ckpt, "save_weights", real)
-    assert ckpt.load_weights(out / "checkpoints" / "last.safetensors")[1]["epoch"] == "1"  # stale
+    monkeypatch.setattr(run_state, "save_weights", real)
+    assert runs.load_weights(out / "checkpoints" / "last.safetensors")[1]["epoch"] == "1"  # stale
     assert [r["epoch"] for r in read_metrics(out)] == [1]
     fit(load_config(out / "config.yaml"), out, resume=True)
     _same_run(reference, out)

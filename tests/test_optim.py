@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from cbamlab.engine.config import OptimConfig
+from cbamlab.config import OptimConfig
 from cbamlab.engine.optim import build_optimizer, set_lr
 from cbamlab.errors import CbamlabError
 

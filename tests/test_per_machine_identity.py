@@ -10,15 +10,18 @@ from pathlib import Path
 import pytest
 
 import cbamlab.engine as engine
+from cbamlab import runs as rundir
 from cbamlab.cli import main
-from cbamlab.engine import config, load_config, predict, rundir, runtime
+from cbamlab import config
+from cbamlab.config import load_config
+from cbamlab.engine import predict, runtime
 from cbamlab.engine.build import build_model
 from cbamlab.engine.runtime import DeviceFacts, resolve_precision
 from cbamlab.errors import CbamlabError
 from cbamlab.experiments import compare
-from cbamlab.experiments.compare_shard import STUDY
 from cbamlab.report.groups import group_runs, load_groups
 from cbamlab.report.writer import write_report
+from cbamlab.runs import COMPARE_RECORD
 
 from fake_runs import env_as_fit_writes, make_run
 
@@ -126,7 +129,7 @@ def test_a_shard_on_a_machine_that_resolves_auto_otherwise_is_refused_before_wri
     assert "train.amp 'none' there, 'bf16 (evaluation: none)' here" in err[0]
     assert "--set train.amp=none --set train.channels_last=false" in err[0]
     assert fit.calls == [] and _tree(out) == before
-    assert json.loads((out / STUDY).read_text())["resolved"] == ON_ZEN3  # what shard 0's machine resolved
+    assert json.loads((out / COMPARE_RECORD).read_text())["resolved"] == ON_ZEN3  # what shard 0's machine resolved
 
     assert main(["compare", "--out", str(out), "--shard", "1/2", *STUDY_ARGS,
                  *[a for p in PIN_ZEN3 for a in ("--set", p)]]) == 0
@@ -139,9 +142,9 @@ def test_a_study_recorded_before_the_resolved_values_is_checked_on_its_recipe_an
     on(monkeypatch, ZEN3)
     monkeypatch.setattr(engine, "fit", FakeFit())
     assert main(["compare", "--out", str(out), "--shard", "0/2", *STUDY_ARGS]) == 0
-    record = json.loads((out / STUDY).read_text())
+    record = json.loads((out / COMPARE_RECORD).read_text())
     del record["resolved"]  # as the committed studies' compare.json
-    (out / STUDY).write_text(json.dumps(record))
+    (out / COMPARE_RECORD).write_text(json.dumps(record))
     on(monkeypatch, ZEN4)
     assert main(["compare", "--out", str(out), "--shard", "1/2", *STUDY_ARGS]) == 2  # its finished run says so
     assert "'none' there, 'bf16 (evaluation: none)' here" in capfd.readouterr().err

@@ -8,13 +8,13 @@ import re
 import numpy as np
 import pytest
 
+from cbamlab import runs
 from cbamlab.cli import main
-from cbamlab.engine import rundir
-from cbamlab.engine.rundir import find_runs
 from cbamlab.errors import CbamlabError
 from cbamlab.report import class_plots, plots, tables
 from cbamlab.report.groups import group_runs
 from cbamlab.report.writer import write_report
+from cbamlab.runs import find_runs
 from fake_runs import make_run
 
 BASE = [0.900, 0.910, 0.905]
@@ -109,7 +109,7 @@ def test_accuracy_against_minutes_sums_each_runs_epoch_times(tmp_path):
     for run in find_runs(tmp_path):  # the CBAM runs take twice as long per epoch, seed k adds k seconds
         slow = 2.0 if run.path.parts[-2] == "resnet20_cbam" else 1.0
         seed = int(run.path.name[len("seed"):])
-        rundir.write_metrics(run.path, [{**r, "epoch_time_s": 60.0 * slow + seed} for r in run.metrics])
+        runs.write_metrics(run.path, [{**r, "epoch_time_s": 60.0 * slow + seed} for r in run.metrics])
     (group,) = group_runs(find_runs(tmp_path))
     minutes, accuracy, n = plots.minutes_and_accuracy(group, "resnet20_cbam")
     assert n == 3
@@ -118,14 +118,14 @@ def test_accuracy_against_minutes_sums_each_runs_epoch_times(tmp_path):
     minutes, _, _ = plots.minutes_and_accuracy(group, "resnet20")
     np.testing.assert_allclose(minutes, [61 / 60, 122 / 60, 183 / 60])
     for run in find_runs(tmp_path):  # evaluated every 2nd epoch and the last (eval.every=2): those epochs only
-        rundir.write_metrics(run.path, [{**r, "test_top1": r["test_top1"] if r["epoch"] != 1 else None}
+        runs.write_metrics(run.path, [{**r, "test_top1": r["test_top1"] if r["epoch"] != 1 else None}
                                         for r in run.metrics])
     (group,) = group_runs(find_runs(tmp_path))
     minutes, accuracy, _ = plots.minutes_and_accuracy(group, "resnet20")
     np.testing.assert_allclose(minutes, [122 / 60, 183 / 60])
     assert accuracy.shape == (2,) and plots.accuracy_curves(group)[:4] == b"\x89PNG"
     for run in find_runs(tmp_path):  # no epoch times recorded: no curve, and the figure says so
-        rundir.write_metrics(run.path, [{**r, "epoch_time_s": None} for r in run.metrics])
+        runs.write_metrics(run.path, [{**r, "epoch_time_s": None} for r in run.metrics])
     (group,) = group_runs(find_runs(tmp_path))
     assert plots.minutes_and_accuracy(group, "resnet20") is None
     assert plots.accuracy_vs_minutes(group)[:4] == b"\x89PNG"
@@ -134,7 +134,7 @@ def test_accuracy_against_minutes_sums_each_runs_epoch_times(tmp_path):
 def test_validation_only_runs_plot_validation(tmp_path):
     write_comparison(tmp_path)
     for run in find_runs(tmp_path):  # test columns become val columns
-        rundir.write_metrics(run.path, [{**r, **{f"val_{k}": r[f"test_{k}"] for k in ("loss", "top1", "top5")},
+        runs.write_metrics(run.path, [{**r, **{f"val_{k}": r[f"test_{k}"] for k in ("loss", "top1", "top5")},
                                          "test_loss": None, "test_top1": None, "test_top5": None}
                                         for r in run.metrics])
     (group,) = group_runs(find_runs(tmp_path))
@@ -206,9 +206,9 @@ def test_cli_report_missing_folder(tmp_path, capsys):
 
 def test_missing_top1_is_an_error(tmp_path):
     run = make_run(tmp_path, "resnet20", 0)
-    s = rundir.read_summary(run)
+    s = runs.read_summary(run)
     del s["top1"]
-    rundir.write_summary(run, s)
+    runs.write_summary(run, s)
     with pytest.raises(CbamlabError, match="no top1"):
         write_report(tmp_path)
 

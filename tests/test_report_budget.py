@@ -4,10 +4,10 @@ import io
 import matplotlib.image as mpimg
 import pytest
 
-from cbamlab.engine.rundir import find_runs
 from cbamlab.report import budget
 from cbamlab.report.groups import group_runs
 from cbamlab.report.writer import write_report
+from cbamlab.runs import find_runs
 from fake_runs import make_run
 
 TOP1 = {("resnet20", 3): [0.80, 0.82], ("resnet20", 6): [0.85, 0.86],

@@ -6,11 +6,11 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from cbamlab.engine import rundir
-from cbamlab.engine.rundir import find_runs
+from cbamlab import runs
 from cbamlab.report import convergence
 from cbamlab.report.groups import group_runs
 from cbamlab.report.writer import write_report
+from cbamlab.runs import find_runs
 from fake_runs import make_run
 
 EPOCHS = 8
@@ -27,8 +27,8 @@ def write_study(root, slopes, seeds=3, epoch_times=None):
             run = make_run(root, model, seed, epochs=EPOCHS, top1=0.9)
             values = curve(seed, slope)
             times = epoch_times(seed) if epoch_times else [10.0] * EPOCHS
-            rundir.write_metrics(run, [{**r, "test_top1": v, "epoch_time_s": t}
-                                       for r, v, t in zip(rundir.read_metrics(run), values, times)])
+            runs.write_metrics(run, [{**r, "test_top1": v, "epoch_time_s": t}
+                                       for r, v, t in zip(runs.read_metrics(run), values, times)])
     (group,) = group_runs(find_runs(root))
     return group
 
@@ -78,13 +78,13 @@ def test_only_evaluated_epochs_count_and_a_paused_epoch_does_not_inflate_the_min
                         epoch_times=lambda s: [10.0, 10.0, 610.0 if s == 1 else 10.0] + [10.0] * (EPOCHS - 3))
     assert convergence.convergence(group).rows[0].train_minutes == pytest.approx(EPOCHS * 10 / 60)
     for run in find_runs(tmp_path):  # eval.every = 2: the odd epochs were not evaluated
-        rundir.write_metrics(run.path, [{**r, "test_top1": r["test_top1"] if r["epoch"] % 2 == 0 else None}
+        runs.write_metrics(run.path, [{**r, "test_top1": r["test_top1"] if r["epoch"] % 2 == 0 else None}
                                         for r in run.metrics])
     (group,) = group_runs(find_runs(tmp_path))
     conv = convergence.convergence(group, last=3)
     assert conv.epochs == [4, 6, 8]
     for run in find_runs(tmp_path):  # evaluated at the last epoch only: nothing to say
-        rundir.write_metrics(run.path, [{**r, "test_top1": r["test_top1"] if r["epoch"] == EPOCHS else None}
+        runs.write_metrics(run.path, [{**r, "test_top1": r["test_top1"] if r["epoch"] == EPOCHS else None}
                                         for r in run.metrics])
     (group,) = group_runs(find_runs(tmp_path))
     assert convergence.convergence(group) is None and convergence.close_up(group) is None
@@ -93,7 +93,7 @@ def test_only_evaluated_epochs_count_and_a_paused_epoch_does_not_inflate_the_min
 def test_validation_runs_use_validation(tmp_path):
     group = write_study(tmp_path, {"resnet20": 0.0})
     for run in find_runs(tmp_path):
-        rundir.write_metrics(run.path, [{**r, "val_top1": r["test_top1"], "test_top1": None} for r in run.metrics])
+        runs.write_metrics(run.path, [{**r, "val_top1": r["test_top1"], "test_top1": None} for r in run.metrics])
     (group,) = group_runs(find_runs(tmp_path))
     conv = convergence.convergence(group)
     assert conv.split == "val" and convergence.sentences(conv)[0].startswith("resnet20: val top-1")

@@ -4,8 +4,8 @@ import copy
 
 import pytest
 
-from cbamlab.engine import rundir
-from cbamlab.engine.config import config_from_dict, config_to_dict
+from cbamlab import runs
+from cbamlab.config import config_from_dict, config_to_dict
 from cbamlab.errors import CbamlabError
 from cbamlab.report import groups
 from fake_runs import RECIPE, make_run
@@ -64,7 +64,7 @@ def test_groups_split_datasets_and_recipes(tmp_path):
             make_run(tmp_path, model, seed)
         make_run(tmp_path / "other", "resnet20", seed, recipe={"optim": {"lr": 0.05}})
         make_run(tmp_path, "resnet20", seed, dataset="fashion_mnist")
-    found = groups.group_runs(rundir.find_runs(tmp_path))
+    found = groups.group_runs(runs.find_runs(tmp_path))
     assert len(found) == 3
     keyed = {(g.dataset, g.recipe["optim"]["lr"]): g for g in found}
     main = keyed[("digits", 0.1)]
@@ -78,7 +78,7 @@ def test_groups_split_datasets_and_recipes(tmp_path):
 def test_runs_differing_only_in_threads_or_workers_are_one_group(tmp_path):
     make_run(tmp_path, "resnet20", 0, recipe={"train": {"threads": 1}})
     make_run(tmp_path, "resnet20", 1, recipe={"train": {"threads": 4}, "data": {"workers": 0}})
-    (group,) = groups.group_runs(rundir.find_runs(tmp_path))
+    (group,) = groups.group_runs(runs.find_runs(tmp_path))
     assert group.seeds("resnet20") == [0, 1]
 
 
@@ -86,7 +86,7 @@ def test_varying_attention_options_become_separate_variants(tmp_path):
     make_run(tmp_path, "resnet20", 0)
     make_run(tmp_path, "resnet20_cbam", 0, reduction=16)
     make_run(tmp_path, "resnet20_cbam", 0, reduction=8, path=tmp_path / "r8")
-    (group,) = groups.group_runs(rundir.find_runs(tmp_path))
+    (group,) = groups.group_runs(runs.find_runs(tmp_path))
     assert group.variants == ["resnet20", "resnet20_cbam (reduction=16)", "resnet20_cbam (reduction=8)"]
     assert group.baseline_for("resnet20_cbam (reduction=8)") == "resnet20"
 
@@ -95,4 +95,4 @@ def test_duplicate_run_is_an_error(tmp_path):
     make_run(tmp_path, "resnet20", 0)
     make_run(tmp_path, "resnet20", 0, path=tmp_path / "copy")
     with pytest.raises(CbamlabError, match="two finished runs of resnet20 seed 0"):
-        groups.group_runs(rundir.find_runs(tmp_path))
+        groups.group_runs(runs.find_runs(tmp_path))

@@ -18,11 +18,10 @@ import yaml
 
 from cbamlab import __version__, _io
 from cbamlab.cli import main
-from cbamlab.engine import checkpoint as ckpt
-from cbamlab.engine import fit, load_config, provenance, rundir
-from cbamlab.engine.claim import claim_path
-from cbamlab.engine.config import config_to_dict, result_hash
-from cbamlab.engine.provenance import code_version
+from cbamlab import runs
+from cbamlab.config import config_to_dict, load_config, result_hash
+from cbamlab.engine import fit
+from cbamlab.runs import claim_path, code_version
 
 # Fresh interpreters, not forks: a child forked from this process (which has trained with a thread pool in
 # earlier tests) can hang in its first parallel region, and that was seen once under load.
@@ -118,25 +117,25 @@ def test_two_trains_on_one_out_one_trains_the_other_is_refused(tmp_path, apart_s
     assert (rc, rc2) == (0, 2), got
     assert err2 == f"error: {out} is in use by pid {pid} on {socket.gethostname()}; wait for it to finish, or use " \
                    "another --out\n"
-    summary = json.loads((out / rundir.SUMMARY).read_text())
-    assert yaml.safe_load((out / rundir.CONFIG).read_text())["seed"] == summary["seed"] == seed
-    assert [r["epoch"] for r in rundir.read_metrics(out)] == [1, 2]
-    assert ckpt.load_state(out / rundir.LAST_STATE)["config"]["seed"] == seed
+    summary = json.loads((out / runs.SUMMARY).read_text())
+    assert yaml.safe_load((out / runs.CONFIG).read_text())["seed"] == summary["seed"] == seed
+    assert [r["epoch"] for r in runs.read_metrics(out)] == [1, 2]
+    assert runs.load_state(out).config["seed"] == seed
     assert not claim_path(out).exists()
 
 
 # ------------------------------------------------------------------------------------------ provenance on resume
 
 def test_the_state_file_records_the_config_its_hash_and_the_code_version(finished):
-    state = ckpt.load_state(finished / rundir.LAST_STATE)
-    cfg = load_config(finished / rundir.CONFIG)
-    assert state["config"] == config_to_dict(cfg) and state["config_hash"] == result_hash(cfg)
-    assert state["code_version"]["cbamlab"] == __version__ and state["code_version"] == code_version()
-    assert provenance.read_record(finished / rundir.LAST_STATE)["config"] == state["config"]
+    state = runs.load_state(finished)
+    cfg = load_config(finished / runs.CONFIG)
+    assert state.config == config_to_dict(cfg) and state.config_hash == result_hash(cfg)
+    assert state.code_version["cbamlab"] == __version__ and state.code_version == code_version()
+    assert runs.read_record(finished / runs.LAST_STATE)["config"] == state.config
 
 
 def test_a_hand_edited_config_is_refused_on_resume_naming_the_key(unfinished, capsys):
-    cfg_file = unfinished / rundir.CONFIG
+    cfg_file = unfinished / runs.CONFIG
     cfg_file.write_text(cfg_file.read_text().replace("lr: 0.1\n", "lr: 0.9\n"))
     before = _snapshot(unfinished)
     _refused(capsys, ["train", "--resume", "--out", unfinished, "-q"], "optim.lr 0.1 -> 0.9",
@@ -164,8 +163,8 @@ def test_resume_of_a_finished_run_with_a_cosmetic_key_changed_is_accepted(finish
 def test_resume_with_a_cosmetic_key_changed_continues(unfinished, capsys):
     rc, err = _call(capsys, ["train", "--resume", "--out", unfinished, "--set", "data.workers=1", "-q"])
     assert rc == 0, err
-    assert [r["epoch"] for r in rundir.read_metrics(unfinished)] == [1, 2]
-    assert ckpt.load_state(unfinished / rundir.LAST_STATE)["config"]["data"]["workers"] == 1
+    assert [r["epoch"] for r in runs.read_metrics(unfinished)] == [1, 2]
+    assert runs.load_state(unfinished).config["data"]["workers"] == 1
 
 
 # ------------------------------------------------------------------------------------------ not a run, lost state
@@ -173,8 +172,8 @@ def test_resume_with_a_cosmetic_key_changed_continues(unfinished, capsys):
 def test_a_folder_that_is_not_a_run_is_refused_untouched(tmp_path, capsys):
     folder = tmp_path / "mine"
     folder.mkdir()
-    (folder / rundir.CONFIG).write_text("")
-    (folder / rundir.METRICS).write_text("epoch,my_own_column\n1,0.5\n")
+    (folder / runs.CONFIG).write_text("")
+    (folder / runs.METRICS).write_text("epoch,my_own_column\n1,0.5\n")
     before = _snapshot(folder)
     for resume in (["--resume"], []):
         _refused(capsys, ["train", *resume, "--out", folder, *SETS, "-q"], f"{folder} is not a cbamlab run",
@@ -192,7 +191,7 @@ def test_a_folder_without_config_names_what_it_holds(tmp_path, capsys):
     assert [p.name for p in folder.iterdir()] == ["cat.png"]
 
 
-@pytest.mark.parametrize("lost", [rundir.LAST_STATE, rundir.CHECKPOINTS])
+@pytest.mark.parametrize("lost", [runs.LAST_STATE, runs.CHECKPOINTS])
 def test_a_run_whose_state_is_gone_is_refused_untouched(unfinished, capsys, lost):
     path = unfinished / lost
     shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -205,7 +204,7 @@ def test_a_run_whose_state_is_gone_is_refused_untouched(unfinished, capsys, lost
 # ------------------------------------------------------------------------------------------ no debris
 
 def test_stale_temp_files_are_removed_when_the_run_is_claimed_again(unfinished, capsys):
-    stale = [unfinished / rundir.CHECKPOINTS / ".last.safetensors.k3x_9a7q.tmp", unfinished / ".metrics.csv.abcd1234.tmp"]
+    stale = [unfinished / runs.CHECKPOINTS / ".last.safetensors.k3x_9a7q.tmp", unfinished / ".metrics.csv.abcd1234.tmp"]
     for p in stale:
         p.write_bytes(b"\0" * 1000)
     mine = [unfinished / "notes.tmp", unfinished / ".hidden.tmp"]  # not the temp-file pattern: kept
@@ -223,7 +222,7 @@ def test_a_folder_holding_only_a_stale_temp_file_starts_fresh(tmp_path, capsys):
     (out / ".config.yaml.zz99yy88.tmp").write_text("half")
     rc, err = _call(capsys, ["train", "--out", out, "--set", "train.epochs=1", *SETS, "-q"])
     assert rc == 0, err
-    assert rundir.is_complete(out) and not _io.stale_temp_files(out)
+    assert runs.is_complete(out) and not _io.stale_temp_files(out)
 
 
 def _train_until_killed(out):
@@ -248,16 +247,16 @@ def test_sigterm_unwinds_cleanly_and_the_run_resumes(tmp_path, capsys):
     proc = _spawn.Process(target=_train_until_killed, args=(out,))
     proc.start()
     deadline = time.time() + 120
-    while not (out / rundir.METRICS).is_file() and time.time() < deadline:  # after the first epoch
+    while not (out / runs.METRICS).is_file() and time.time() < deadline:  # after the first epoch
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGTERM)
     proc.join(60)
     rc, err = json.loads((tmp_path / "result.json").read_text())
     assert (proc.exitcode, rc, err) == (0, 143, "error: terminated\n")
     assert not claim_path(out).exists()
-    assert not _io.stale_temp_files(out) and not _io.stale_temp_files(out / rundir.CHECKPOINTS)
-    done = len(rundir.read_metrics(out))
-    assert 1 <= done < 3 and ckpt.load_state(out / rundir.LAST_STATE)["epoch"] == done
+    assert not _io.stale_temp_files(out) and not _io.stale_temp_files(out / runs.CHECKPOINTS)
+    done = len(runs.read_metrics(out))
+    assert 1 <= done < 3 and runs.load_state(out).epoch == done
     rc, err = _call(capsys, ["train", "--resume", "--out", out, "-q"])
     assert rc == 0, err
-    assert [r["epoch"] for r in rundir.read_metrics(out)] == [1, 2, 3] and rundir.is_complete(out)
+    assert [r["epoch"] for r in runs.read_metrics(out)] == [1, 2, 3] and runs.is_complete(out)

@@ -6,7 +6,8 @@ import sys
 import pytest
 import torch
 
-from cbamlab.engine import fit, load_config
+from cbamlab.config import load_config
+from cbamlab.engine import fit
 from cbamlab.engine.runtime import DeviceFacts, autocast, device_facts, resolve_precision
 from cbamlab.errors import ConfigError
 
@@ -64,9 +65,9 @@ def test_config_keys(override, key, value):
 
 def test_config_defaults_and_bad_values():
     cfg = load_config()
-    assert (cfg.train.amp, cfg.train.channels_last, cfg.model.attn_impl) == ("auto", "auto", "auto")
+    assert (cfg.train.amp, cfg.train.channels_last, cfg.model.attn.attn_impl) == ("auto", "auto", "auto")
     assert load_config({"train": {"channels_last": True}}).train.channels_last is True  # YAML bool
-    assert load_config(None, ["model.attn_impl=reference"]).model.attn_impl == "reference"
+    assert load_config(None, ["model.attn_impl=reference"]).model.attn.attn_impl == "reference"
     with pytest.raises(ConfigError, match="train.channels_last"):
         load_config(None, ["train.channels_last=sometimes"])
     with pytest.raises(ConfigError, match="train.channels_last"):

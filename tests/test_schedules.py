@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from cbamlab.engine.config import ScheduleConfig
+from cbamlab.config import ScheduleConfig
 from cbamlab.engine.schedules import build_schedule, cosine, multistep, one_cycle, step_decay
 
 

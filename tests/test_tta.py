@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from cbamlab.cli import main
-from cbamlab.engine import fit, load_config
-from cbamlab.engine.config import config_to_dict
+from cbamlab.config import config_to_dict, load_config
+from cbamlab.engine import fit
 from cbamlab.engine.loop import evaluate
 from cbamlab.engine.predict import evaluate_config, load_run
 from cbamlab.errors import CbamlabError, ConfigError

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from cbamlab import runs
 from cbamlab.cli import main
-from cbamlab.engine import rundir
-from cbamlab.engine.config import read_yaml
+from cbamlab.config import read_yaml
 from cbamlab.experiments import tune
 from cbamlab.experiments.tune import worker
 from cbamlab.experiments.tune.storage import WORKER_ATTR, open_storage, resolve_storage
@@ -91,7 +91,7 @@ def test_trials_means_trials_in_the_study_in_all(tmp_path):
     assert r["trials_run_now"] == 2 and [t["number"] for t in r["trials"]] == [0, 1, 2, 3, 4]
     r = tune.run_tune(base, settings, tmp_path, trials=5, n_seeds=0, objective=curve_objective)
     assert r["trials_run_now"] == 0
-    saved = rundir.read_tune_record(tmp_path / "digits-quick")
+    saved = runs.read_tune_record(tmp_path / "digits-quick")
     assert saved["best"]["value"] == max(t["value"] for t in saved["trials"] if t["state"] == "COMPLETE")
     assert all(t["run_dir"] == f"trials/{t['number']:04d}" for t in saved["trials"])
 

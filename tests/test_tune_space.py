@@ -4,7 +4,7 @@ import optuna
 import pytest
 import yaml
 
-from cbamlab.engine.config import Config, config_from_dict, config_to_dict
+from cbamlab.config import Config, config_from_dict, config_to_dict
 from cbamlab.errors import ConfigError
 from cbamlab.experiments.tune import prepare
 from cbamlab.experiments.tune.settings import parse_tune_section

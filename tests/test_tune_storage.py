@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from cbamlab.experiments.tune import storage as ts
 from cbamlab.experiments.tune.storage import StorageError, StorageSpec, open_storage, open_study, resolve_storage
+from cbamlab.runs import process_tag
 
 SPACE_A = {"optim.lr": {"name": "FloatDistribution", "attributes": {"low": 0.01, "high": 0.5, "log": True,
                                                                        "step": None}}}
@@ -104,8 +105,8 @@ def test_trials_of_dead_workers_are_failed_live_ones_kept(tmp_path, kind, monkey
     assert spec.kind == ("journal" if kind == "journal" else "rdb")
     study, _ = make_study(open_storage(spec))
     dead, alive, elsewhere, untagged = (study.ask() for _ in range(4))
-    dead.set_user_attr(ts.WORKER_ATTR, {**ts.worker_tag(), "pid": _dead_pid()})
-    alive.set_user_attr(ts.WORKER_ATTR, ts.worker_tag())
+    dead.set_user_attr(ts.WORKER_ATTR, {**process_tag(), "pid": _dead_pid()})
+    alive.set_user_attr(ts.WORKER_ATTR, process_tag())
     elsewhere.set_user_attr(ts.WORKER_ATTR, {"host": "another-machine", "pid": 1, "start": "1"})
     assert ts.fail_dead_trials(study) == [dead.number]
     monkeypatch.setattr(ts, "UNTAGGED_GRACE_S", 0)

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from cbamlab import runs
 from cbamlab.cli import main
-from cbamlab.engine import rundir
-from cbamlab.engine.config import result_part
+from cbamlab.config import result_part
 from cbamlab.experiments import tune
 from cbamlab.experiments.tune.storage import open_storage, open_study, resolve_storage
 
@@ -63,9 +63,9 @@ def test_digits_study_killed_then_rerun_reaches_six_trials(tmp_path, capsys):
     assert f"best trial {best.number}: val_top1 {best.value:.4f}" in printed
     assert "test top-1 of the best configuration retrained on train+val" in printed
     run = out / "digits-quick" / "final" / f"trial{best.number:04d}" / "seed0"
-    summary = rundir.read_summary(run)
+    summary = runs.read_summary(run)
     assert summary["status"] == "complete" and summary["split"] == "test" and summary["top1"] > 0.3
-    cfg = rundir.read_config(run)
+    cfg = runs.read_config(run)
     assert cfg["data"]["val_fraction"] == 0.0 and cfg["train"]["eval_test"] is True
     assert cfg["optim"]["lr"] == pytest.approx(best.params["optim.lr"])
     report = (out / "digits-quick" / "report.md").read_text()
@@ -89,8 +89,8 @@ def test_a_weak_real_trial_is_pruned_mid_run(tmp_path):
     assert good["state"] == "COMPLETE" and len(good["intermediate"]) == 2
     assert weak["state"] == "PRUNED" and list(weak["intermediate"]) == ["1"]
     assert weak["intermediate"]["1"] < good["intermediate"]["1"]
-    assert [r["epoch"] for r in rundir.read_metrics(tmp_path / "p" / weak["run_dir"])] == [1]  # stopped there
-    assert not rundir.is_complete(tmp_path / "p" / weak["run_dir"])
+    assert [r["epoch"] for r in runs.read_metrics(tmp_path / "p" / weak["run_dir"])] == [1]  # stopped there
+    assert not runs.is_complete(tmp_path / "p" / weak["run_dir"])
 
 
 def _idx(path, array: np.ndarray, gz=True):

@@ -4,7 +4,7 @@ import torch
 
 from cbamlab import create_model
 from cbamlab.engine.build import build_model
-from cbamlab.engine.config import load_config
+from cbamlab.config import load_config
 from cbamlab.errors import CbamlabError, ConfigError
 from cbamlab.models import count_params
 

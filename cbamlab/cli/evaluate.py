@@ -1,8 +1,8 @@
 """`cbamlab eval`: top-1/top-5 of a finished run (`--run`) or of a weights file (`--weights --model`)."""
 from __future__ import annotations
 
+from ..config import TTA, config_to_dict, load_config
 from ..data import load_dataset
-from ..engine.config import config_to_dict, load_config
 from ..engine.predict import evaluate_config, load_run, load_weights_file
 from ..errors import ConfigError
 
@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     p.add_argument("--split", choices=("test", "val"), help="default: test, else val")
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (e.g. data.val_fraction=0.1)")
-    p.add_argument("--tta", choices=("none", "hflip"), help="test-time augmentation: hflip averages the softmax "
+    p.add_argument("--tta", choices=TTA, help="test-time augmentation: hflip averages the softmax "
                    "of each image and its mirror image (default: the run's eval.tta, else none)")
     p.add_argument("--per-class", action="store_true", help="also print per-class accuracy")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result line")

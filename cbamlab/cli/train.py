@@ -5,9 +5,9 @@ import logging
 import os
 from pathlib import Path
 
-from ..engine import fit, load_config
-from ..engine.config import dump_config
-from ..engine.rundir import CONFIG
+from ..config import dump_config, load_config
+from ..engine import fit
+from ..runs import CONFIG
 from ..errors import ConfigError
 
 DESCRIPTION = """Train one model. Without --config the quick digits preset runs (resnet20_cbam, under a minute on

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import optuna
 
-from ..engine.config import read_yaml
+from ..config import read_yaml
 from ..experiments import tune
 from ..experiments.tune.settings import check_target
 from ..report.tune_report import write_tune_report
@@ -49,7 +49,8 @@ def register(subparsers) -> None:
                               description=DESCRIPTION, epilog="docs: docs/tune.md")
     p.add_argument("--config", "-c", metavar="FILE", help="YAML preset with a tune: section (see configs/tune_*.yaml)")
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one fixed config value, e.g. train.epochs=10 (repeatable)")
+                   help="override one fixed config value, e.g. train.epochs=10, or a key of the tune "
+                        "section, e.g. tune.metric=val_loss (repeatable)")
     p.add_argument("--trials", "-n", type=_positive(int), metavar="N",
                    help="trials in the study in all, counting earlier runs (default: tune.trials, else 20)")
     p.add_argument("--timeout", type=_positive(float), metavar="S", help="stop starting trials after S seconds")

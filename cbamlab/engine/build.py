@@ -8,7 +8,6 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models import create_model, model_info
-from ..models.options import ATTN_OPTIONS
 from ..models.weights import load_backbone
 
 log = logging.getLogger(__name__)
@@ -24,10 +23,9 @@ def check_fits(model_cfg, num_classes: int, in_chans: int, dataset: str) -> None
 
 
 def _create(name: str, model_cfg, num_classes: int, in_chans: int) -> nn.Module:
-    # every attention option the model section has (models.options.AttnOptions: one vocabulary)
-    attn = {k: getattr(model_cfg, k) for k in ATTN_OPTIONS if hasattr(model_cfg, k)}
+    # the model section's AttnOptions, as it holds them (models.options: one vocabulary)
     return create_model(name, num_classes=num_classes, in_chans=in_chans, shortcut=model_cfg.shortcut,
-                        width=model_cfg.width, **attn)
+                        width=model_cfg.width, attn=model_cfg.attn)
 
 
 def build_model(model_cfg, num_classes: int, in_chans: int, seed: int | None = None) -> nn.Module:

@@ -13,31 +13,30 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from ..config import Config, validate
 from ..data import load_dataset, make_loaders, resolve_augment
 from ..data.preprocess import for_dataset as preprocess_for
 from ..errors import ConfigError
 from ..models import count_macs, count_params
 from ..models.attention import attn_impl_report
-from . import checkpoint as ckpt
-from . import distributed, provenance, rundir
+from .. import runs
+from . import distributed
 from .build import build_model, check_fits
-from .claim import claim_run_dir
-from .config import Config, validate
 from .ema import ModelEma
 from .loop import evaluate, train_one_epoch
 from .metrics import spatial_map_spread
 from .optim import build_optimizer
-from .runtime import (env_info, device_name, log_precision, precision_for, resolved, seed_everything,
-                      select_device, set_threads)
+from .runtime import (AUTOCAST_DTYPES, env_info, device_name, log_precision, precision_for, resolved,
+                      seed_everything, select_device, set_threads)
 from .schedules import build_schedule
 
 log = logging.getLogger(__name__)
-_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the dtype a CBAM sees under train.amp
 
 
 def _load_data(cfg: Config, device, dist=None):
@@ -86,10 +85,10 @@ def fit(cfg: Config, out_dir, *, resume: bool = False, on_epoch: Callable[[int, 
     validate(cfg)
     out = Path(out_dir)
     dist = distributed.init_from_env(cfg.train.batch_size, cfg.train.device)  # torchrun: one process per rank
-    resume = resume or distributed.resume_after_restart(out, rundir.CONFIG)
+    resume = resume or distributed.resume_after_restart(out, runs.CONFIG)
     held = []  # rank 0 claims the run directory; its refusal is raised on every rank
     try:
-        distributed.from_main(lambda: held.append(claim_run_dir(out)), dist)
+        distributed.from_main(lambda: held.append(runs.claim_run_dir(out)), dist)
         return _fit(cfg, out, resume, on_epoch, dist)
     finally:
         for c in held:
@@ -102,10 +101,10 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
     device = dist.device if dist is not None else select_device(cfg.train.device)
     precision = precision_for(device, cfg.train.amp, cfg.train.channels_last)  # "auto" resolved
     # a run that trained with other resolved values (another machine's "auto") is not continued here
-    mode = distributed.from_main(lambda: rundir.prepare(out, cfg, resume, resolved(device, precision)), dist)
-    if mode == "complete":
+    found = distributed.from_main(lambda: runs.prepare(out, cfg, resume, resolved(device, precision)), dist)
+    if found is runs.Prepared.COMPLETE:
         log.info("%s is already complete; nothing to resume", out)
-        return rundir.read_summary(out)
+        return runs.read_summary(out)
     set_threads(cfg.train.threads)
     seed_everything(cfg.seed, cfg.train.deterministic)
     info, loaders = _load_data(cfg, device, dist)  # a model that does not fit the data is refused in there
@@ -122,30 +121,29 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
     ema = ModelEma(model, cfg.train.ema_decay, cfg.train.ema_warmup) if cfg.train.ema else None
     eval_model = ema.module if ema is not None else model
 
-    state = {"epoch": 0, "step": 0, "history": [], "best": {"epoch": 0, "metric": None, "value": -1.0},
-             "wall_time_s": 0.0}
-    if mode == "resume":
-        state = distributed.from_main(lambda: rundir.load_state(out), dist)  # every rank: rank 0's state
-        ckpt.check_compatible(model, state["model"], str(out / rundir.LAST_STATE))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    state = runs.TrainState()
+    if found is runs.Prepared.RESUME:
+        state = distributed.from_main(lambda: runs.load_state(out), dist)  # every rank: rank 0's state
+        runs.check_state_fits(model, state.model, str(out / runs.LAST_STATE))
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
         if ema is not None:
-            ema.load_state_dict(state["ema"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
+            ema.load_state_dict(state.ema)
+        if scaler is not None and state.scaler:
+            scaler.load_state_dict(state.scaler)
+        runs.set_rng_state(state.rng)
         if main:
-            rundir.repair(out, state)
-        log.info("resuming %s after epoch %d of %d", out, state["epoch"], cfg.train.epochs)
+            runs.repair(out, state)
+        log.info("resuming %s after epoch %d of %d", out, state.epoch, cfg.train.epochs)
     elif main:
         out.mkdir(parents=True, exist_ok=True)
-        rundir.write_config(out, cfg)
+        runs.write_config(out, cfg)
     if main:
-        rundir.write_env(out, {**env_info(device), "world_size": dist.world if dist else 1,
-                               "precision": precision.as_dict(),  # with "device": what rundir.read_resolved reads
-                               "code": provenance.code_version(),  # the commit the run's numbers came from
-                               "attention": attn_impl_report(model, device.type, _AMP_DTYPES.get(precision.amp,
-                                                                                                 torch.float32))})
+        runs.write_env(out, {**env_info(device), "world_size": dist.world if dist else 1,
+                             "precision": precision.as_dict(),  # with "device": what runs.read_resolved reads
+                             "code": runs.code_version(),  # the commit the run's numbers came from
+                             "attention": attn_impl_report(model, device.type,  # the dtype a CBAM sees
+                                                            AUTOCAST_DTYPES[precision.amp] or torch.float32)})
 
     net = torch.compile(model) if cfg.train.compile else model
     if dist is not None:
@@ -157,10 +155,10 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
                   all_reduce=dist is not None)  # DDP: metrics summed over ranks
     eval_opts = dict(common, amp=precision.eval_amp, tta=cfg.eval.tta)
     final = None
-    for epoch in range(state["epoch"] + 1, cfg.train.epochs + 1):
+    for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch)
-        train, step = train_one_epoch(net, train_loader, optimizer, lr_at=lr_at, step=state["step"],
+        train, step = train_one_epoch(net, train_loader, optimizer, lr_at=lr_at, step=state.step,
                                       label_smoothing=cfg.train.label_smoothing, scaler=scaler,
                                       grad_clip=cfg.train.grad_clip, progress=cfg.train.progress,
                                       desc=f"epoch {epoch}/{cfg.train.epochs}", ema=ema, **common)
@@ -176,21 +174,18 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
                 evals[split] = evaluate(eval_model, loader, num_classes=n_cls, **eval_opts)
         final = evals.get(eval_split)
         row = _row(epoch, train, evals.get("val"), evals.get("test"))
-        is_best = row[best_key] is not None and row[best_key] > state["best"]["value"]
-        if is_best:
-            tops = ("val_top1", "val_top5", "test_top1", "test_top5")
-            state["best"] = {"epoch": epoch, "metric": best_key, "value": row[best_key],
-                             **{k: row[k] for k in tops if row[k] is not None}}
-        state.update(epoch=epoch, step=step, history=state["history"] + [row], model_name=cfg.model.name,
-                     model=ckpt.plain_state(model), optimizer=optimizer.state_dict(), rng=ckpt.rng_state(),
-                     scaler=scaler.state_dict() if scaler is not None else None,
-                     ema=ckpt.plain_state(ema.module) if ema is not None else None,
-                     wall_time_s=state["wall_time_s"] + time.perf_counter() - t0,
-                     **provenance.record(cfg))  # the config and code this state came from: resume checks it
+        is_best = row[best_key] is not None and row[best_key] > state.best.value
+        state = replace(state, epoch=epoch, step=step, history=state.history + [row], model_name=cfg.model.name,
+                        best=runs.Best.of_row(row, best_key) if is_best else state.best,
+                        model=runs.plain_state(model), optimizer=optimizer.state_dict(), rng=runs.rng_state(),
+                        scaler=scaler.state_dict() if scaler is not None else None,
+                        ema=runs.plain_state(ema.module) if ema is not None else None,
+                        wall_time_s=state.wall_time_s + time.perf_counter() - t0,
+                        **runs.record(cfg))  # the config and code this state came from: resume checks it
         if not main:
             continue
-        rundir.save_checkpoint(out, state, is_best)
-        rundir.write_metrics(out, state["history"])
+        runs.save_checkpoint(out, state, is_best)
+        runs.write_metrics(out, state.history)
         if tb is not None:
             for k, v in row.items():
                 if k != "epoch" and v is not None:
@@ -212,7 +207,7 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
         summary["skipped_files"] = loaders.skipped_files()  # unreadable image-folder files: skipped, never a crash
         # is the spatial gate doing anything? the spread of its maps on the first images of the evaluation split
         summary["spatial_maps"] = spatial_map_spread(eval_model, getattr(loaders, eval_split))
-        rundir.write_summary(out, summary)
+        runs.write_summary(out, summary)
     summary = distributed.broadcast(summary, dist)
     if tb is not None:
         tb.close()
@@ -221,18 +216,18 @@ def _fit(cfg: Config, out: Path, resume: bool, on_epoch, dist) -> dict:
 
 def _summary(cfg, info, model, device, state, final, split) -> dict:
     input_size = (info.in_chans, *info.image_size)
-    rows = state["history"]
+    rows = state.history
     last = rows[-1]
     return {
         "status": "complete", "model": cfg.model.name, "dataset": info.name, "seed": cfg.seed,
         "epochs": cfg.train.epochs, "split": split, "top1": final["top1"], "top5": final["top5"],
         "final": {k: v for k, v in last.items() if k not in ("epoch", "images_per_s", "epoch_time_s", "lr")
                   and v is not None},
-        "best": state["best"],
+        "best": state.best.to_dict(),
         "params": count_params(model), "macs": count_macs(model, input_size=input_size),
         "train_images_per_s": statistics.mean(r["images_per_s"] for r in rows),
         "inference_latency_ms": inference_latency_ms(model, input_size, device),
-        "wall_time_s": state["wall_time_s"], "device": device_name(device), "torch_version": torch.__version__,
+        "wall_time_s": state.wall_time_s, "device": device_name(device), "torch_version": torch.__version__,
         "classes": list(info.classes), "per_class_accuracy": final["per_class_accuracy"],
         "confusion_matrix": final["confusion_matrix"],
         "data": {"num_classes": info.num_classes, "in_chans": info.in_chans, "image_size": list(info.image_size),

@@ -7,9 +7,11 @@ import time
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..config.choices import TTA, keyed
 from ..errors import CbamlabError, unknown
 from .ema import ModelEma
 from .metrics import Meter
@@ -21,11 +23,22 @@ class DivergedError(CbamlabError):
     """The loss became NaN or infinite; the run stops and the last good checkpoint stays."""
 
 
-# test-time augmentation: the views of a batch whose softmax outputs are averaged
-TTA_VIEWS: dict[str, Callable[[torch.Tensor], tuple[torch.Tensor, ...]]] = {
-    "none": lambda x: (x,),
-    "hflip": lambda x: (x, x.flip(3)),  # (B, C, H, W) mirrored left-right
-}
+def mirror_translate(x: torch.Tensor) -> tuple[tuple[torch.Tensor, float], ...]:
+    """airbench's test-time augmentation (tta_level=2, Keller Jordan's CIFAR-10 speed records): the image and its
+    mirror, weight 1/4 each, and both again shifted by one pixel down-right (+1, +1) and up-left (-1, -1) with the
+    border filled by reflection, weight 1/8 each: six views of (B, C, H, W)."""
+    h, w = x.shape[-2:]
+    xp = F.pad(x, (1, 1, 1, 1), mode="reflect")  # (B, C, H + 2, W + 2)
+    down, up = xp[..., :h, :w], xp[..., 2:, 2:]  # out[i, j] = x[i - 1, j - 1] and x[i + 1, j + 1]
+    return ((x, 2.0), (x.flip(3), 2.0), (down, 1.0), (down.flip(3), 1.0), (up, 1.0), (up.flip(3), 1.0))
+
+
+# test-time augmentation (eval.tta): the views of a batch, each with its relative weight in the mean of their
+# softmax outputs; keyed by the config's list (config.choices.TTA)
+TTA_VIEWS: dict[str, Callable[[torch.Tensor], tuple[tuple[torch.Tensor, float], ...]]] = keyed({
+    "none": lambda x: ((x, 1.0),),
+    "hflip": lambda x: ((x, 1.0), (x.flip(3), 1.0)),  # (B, C, H, W) mirrored left-right
+}, TTA, "test-time augmentation")
 
 
 def _bar(iterable, total: int, desc: str, enabled: bool):
@@ -92,9 +105,9 @@ def evaluate(model: nn.Module, loader, *, device: torch.device, num_classes: int
              amp: str = "none", channels_last: bool = False, tta: str = "none", all_reduce: bool = False) -> dict:
     """Loss, top-1, top-5 (fractions) over `loader`; with `num_classes`, also the confusion matrix and
     per-class accuracy. With `all_reduce` (DDP: each rank evaluates its share) the counts are summed over the
-    ranks of torch.distributed, which gives the single-process numbers. `tta` ("none" | "hflip", `TTA_VIEWS`):
-    the prediction is the mean of the softmax outputs over the views of each image, and the loss its negative
-    log at the true class."""
+    ranks of torch.distributed, which gives the single-process numbers. `tta` ("none" | "hflip" |
+    "hflip_translate", `TTA_VIEWS`): the prediction is the weighted mean of the softmax outputs over the views of
+    each image, and the loss its negative log at the true class."""
     if tta not in TTA_VIEWS:
         raise unknown("test-time augmentation", tta, TTA_VIEWS)
     views_of = TTA_VIEWS[tta]
@@ -103,15 +116,20 @@ def evaluate(model: nn.Module, loader, *, device: torch.device, num_classes: int
     for x, y in loader:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        views = views_of(x)
         with autocast(device, amp):
-            outs = [model(v).float() for v in views_of(x)]
-        logits = outs[0] if len(outs) == 1 else _log_mean_softmax(outs)
+            outs = [model(v).float() for v, _ in views]
+        logits = outs[0] if len(outs) == 1 else _log_mean_softmax(outs, [w for _, w in views])
         loss = nn.functional.cross_entropy(logits, y, reduction="sum")
         meter.update(logits, y, float(loss))
     return (meter.all_reduce(device) if all_reduce else meter).result()
 
 
-def _log_mean_softmax(logits: list[torch.Tensor]) -> torch.Tensor:
-    """log(mean_i softmax(logits_i)), stably: normalised log-probabilities (B, K) that rank like the mean."""
+def _log_mean_softmax(logits: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """log(sum_i w_i softmax(logits_i) / sum_i w_i), stably: normalised log-probabilities (B, K) that rank like
+    the weighted mean."""
     logp = torch.stack([z.log_softmax(dim=1) for z in logits])  # (V, B, K)
-    return torch.logsumexp(logp, dim=0) - math.log(len(logits))
+    if len(set(weights)) == 1:  # equal weights: the plain mean
+        return torch.logsumexp(logp, dim=0) - math.log(len(logits))
+    log_w = torch.tensor(weights, dtype=logp.dtype, device=logp.device).div(sum(weights)).log()  # (V,)
+    return torch.logsumexp(logp + log_w[:, None, None], dim=0)

@@ -8,14 +8,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..config import Config
 from ..data import load_dataset, make_loaders
 from ..data.preprocess import Preprocess, for_dataset, read_file, to_input
 from ..data.types import DatasetInfo
 from ..errors import CbamlabError, CheckpointError
-from . import checkpoint as ckpt
-from . import rundir
+from .. import runs
 from .build import build_model, check_fits
-from .config import Config
 from .loop import evaluate
 from .runtime import precision_for, select_device, set_threads
 
@@ -48,23 +47,23 @@ def _data_info(cfg: Config, summary: dict | None) -> dict:
 
 def load_run(run_dir, checkpoint: str = "last") -> LoadedModel:
     """The model of a run directory with its `last` or `best` weights, in eval mode on the CPU. The files are
-    read by `rundir.read_run`, the one reader of run directories."""
-    weights = rundir.weights_path(run_dir, checkpoint)
-    run = rundir.read_run(run_dir)
+    read by `runs.read_run`, the one reader of run directories."""
+    weights = runs.weights_path(run_dir, checkpoint)
+    run = runs.read_run(run_dir)
     cfg = run.load_config()
     if not weights.is_file():
         raise CheckpointError(f"{run_dir} has no {checkpoint} checkpoint yet ({weights} is missing)")
     data = _data_info(cfg, run.summary)
     model = build_model(cfg.model.__class__(**{**cfg.model.__dict__, "pretrained": None}), data["num_classes"],
                         data["in_chans"])
-    ckpt.load_into(model, weights)
+    runs.load_into(model, weights)
     return LoadedModel(model.eval(), cfg, data, weights)
 
 
 def load_weights_file(weights, model_cfg, num_classes: int, in_chans: int) -> nn.Module:
     """A model from the registry with the weights of `weights` (strict: another architecture is refused)."""
     model = build_model(model_cfg, num_classes, in_chans)
-    ckpt.load_into(model, weights)
+    runs.load_into(model, weights)
     return model.eval()
 
 

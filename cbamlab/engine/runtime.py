@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import ConfigError
-from .config import resolved_values
+from ..config import PRECISIONS, keyed, resolved_values
+from ..errors import ConfigError, unknown
 
 log = logging.getLogger(__name__)
 
@@ -161,17 +161,23 @@ def resolved_here(train) -> dict:
     return resolved(device, precision_for(device, train.amp, train.channels_last))
 
 
+# a precision (what train.amp resolves to) -> the autocast dtype, None: none (float32); keyed by the config's list
+# (config.choices.PRECISIONS)
+AUTOCAST_DTYPES = keyed({"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}, PRECISIONS, "precision")
+
+
 def autocast(device: torch.device, amp: str):
     """bf16 autocast on CPU or GPU, fp16 on GPU only; a no-op for 'none'. 'auto' (the config's value, passed
     through by evaluation code) evaluates as `resolve_precision` decides: in float32."""
     if amp == "auto":
         amp = resolve_precision(amp, False, device_facts(device)).eval_amp
-    if amp == "none":
+    if amp not in AUTOCAST_DTYPES:
+        raise unknown("precision", amp, AUTOCAST_DTYPES)
+    if AUTOCAST_DTYPES[amp] is None:
         return contextlib.nullcontext()
     if amp == "fp16" and device.type != "cuda":
         raise ConfigError("train.amp='fp16' needs a CUDA device; use 'bf16' on CPU")
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[amp])
 
 
 def cpu_name() -> str:

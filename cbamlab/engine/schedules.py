@@ -12,6 +12,7 @@ import math
 from functools import partial
 from typing import Callable, Sequence
 
+from ..config.choices import SCHEDULES as NAMES, keyed
 from ..errors import unknown
 
 
@@ -55,25 +56,30 @@ def with_warmup(fn: Callable[[int], float], step: int, *, warmup: int, start: fl
     return fn(step) * (start + (1.0 - start) * step / warmup)
 
 
+# schedule.name -> lr_at(step) from (the ScheduleConfig, lr, steps per epoch, total steps, warmup steps); keyed by
+# the config's list (config.choices.SCHEDULES)
+SCHEDULES = keyed({
+    "constant": lambda sched, lr, spe, total, warm: partial(constant, lr=lr),
+    "step": lambda sched, lr, spe, total, warm: partial(
+        step_decay, lr=lr, step_size=max(int(round(sched.step_size * spe)), 1), gamma=sched.gamma),
+    "multistep": lambda sched, lr, spe, total, warm: partial(
+        multistep, lr=lr, gamma=sched.gamma, milestones=[int(round(m * spe)) for m in sched.milestones]),
+    "cosine": lambda sched, lr, spe, total, warm: partial(cosine, lr=lr, total=total, min_lr=sched.min_lr,
+                                                          start=warm),
+    "onecycle": lambda sched, lr, spe, total, warm: (
+        lambda s: one_cycle(max(s - warm, 0), lr=lr, total=total - warm, pct_start=sched.pct_start,
+                            div_factor=sched.div_factor, final_div_factor=sched.final_div_factor)),
+}, NAMES, "schedule")
+
+
 def build_schedule(sched, lr: float, steps_per_epoch: int, epochs: int) -> Callable[[int], float]:
     """`lr_at(step)` for a `ScheduleConfig`. Cosine and one-cycle span the steps after the warmup."""
     spe = max(int(steps_per_epoch), 1)
     total = spe * epochs
     warm = int(round(sched.warmup_epochs * spe))
-    table = {
-        "constant": lambda: partial(constant, lr=lr),
-        "step": lambda: partial(step_decay, lr=lr, step_size=max(int(round(sched.step_size * spe)), 1),
-                                gamma=sched.gamma),
-        "multistep": lambda: partial(multistep, lr=lr, gamma=sched.gamma,
-                                     milestones=[int(round(m * spe)) for m in sched.milestones]),
-        "cosine": lambda: partial(cosine, lr=lr, total=total, min_lr=sched.min_lr, start=warm),
-        "onecycle": lambda: (lambda s: one_cycle(max(s - warm, 0), lr=lr, total=total - warm,
-                                                 pct_start=sched.pct_start, div_factor=sched.div_factor,
-                                                 final_div_factor=sched.final_div_factor)),
-    }
-    if sched.name not in table:
-        raise unknown("schedule", sched.name, table)
-    fn = table[sched.name]()
+    if sched.name not in SCHEDULES:
+        raise unknown("schedule", sched.name, SCHEDULES)
+    fn = SCHEDULES[sched.name](sched, lr, spe, total, warm)
     if warm > 0:
         return partial(with_warmup, fn, warmup=warm, start=sched.warmup_start)
     return fn

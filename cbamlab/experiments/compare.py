@@ -28,15 +28,13 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from ..config import (config_from_dict, config_to_dict, load_config, per_machine_note, read_yaml,
+                      result_differences, section_overrides, split_sections)
 from ..data import list_datasets
-from ..engine.config import (config_from_dict, config_to_dict, load_config, per_machine_note, read_yaml,
-                             result_differences, split_sections)
-from ..engine.rundir import CONFIG, is_complete, load_run_config, read_resolved
 from ..engine.runtime import resolved_here
 from ..errors import CbamlabError, ConfigError, suggest, unknown
-from .compare_shard import check_study, run_workers, study_grid, take_shard, train_one
+from ..runs import CONFIG, check_study, is_complete, load_run_config, read_resolved, study_grid
+from .compare_shard import run_workers, take_shard, train_one
 from .variants import Variant, parse_variants
 
 log = logging.getLogger(__name__)
@@ -104,32 +102,15 @@ def parse_compare_section(section: dict | None) -> CompareSpec:
     return CompareSpec(variants=list(variants), seeds=list(seeds), datasets=list(datasets) if datasets else None)
 
 
-def _apply_compare_override(section: dict, override: str) -> None:
-    key, raw = (s.strip() for s in override.split("=", 1))
-    name = key.split(".", 1)[1]
-    if name not in _COMPARE_KEYS:
-        raise ConfigError(f"unknown key '{key}'{suggest(name, _COMPARE_KEYS)}; known: "
-                          + ", ".join(f"compare.{k}" for k in _COMPARE_KEYS))
-    try:
-        section[name] = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        section[name] = raw
-
-
 def load_compare_config(path=None, overrides=()):
     """(engine Config, CompareSpec) from a YAML file (None: the built-in default) and `key=value` overrides;
     `compare.variants=[...]`, `compare.seeds=5` set the compare section, anything else the recipe."""
     raw = copy.deepcopy(DEFAULT_RECIPE) if path is None else read_yaml(path)
     recipe, extras = split_sections(raw)
     section = extras.get("compare")
-    section = dict(section) if isinstance(section, dict) else section
-    engine_overrides = []
-    for o in overrides or ():
-        if o.strip().startswith("compare.") and "=" in o:
-            section = {} if section is None else section
-            _apply_compare_override(section, o)
-        else:
-            engine_overrides.append(o)
+    sets, engine_overrides = section_overrides(overrides, "compare", _COMPARE_KEYS)  # the one override parser
+    if sets and (section is None or isinstance(section, dict)):  # anything else: parse_compare_section refuses it
+        section = {**(section or {}), **sets}
     spec = parse_compare_section(section)
     cfg = load_config(recipe, engine_overrides)
     return cfg, spec

@@ -3,44 +3,36 @@
 A study's runs live in one folder on a shared filesystem. `--shard I/N` (0 <= I < N, 0-based, as Slurm's
 `--array=0-{N-1}` numbers its tasks: `--shard $SLURM_ARRAY_TASK_ID/N`) takes the runs whose position in the
 study's plan (dataset, seed, variant order) is I modulo N: a disjoint, deterministic share, and the N shares
-cover the study. Each run is claimed before it is trained (`engine.claim`: an OS lock held while it trains),
-so two processes never train one run even when their shares overlap (the same shard started twice, or an
-unsharded compare beside the shards); a run held by another process is left to it, and a claim left by a
+cover the study. Each run is claimed before it is trained (`runs.claim_run_dir`: an OS lock held while it
+trains), so two processes never train one run even when their shares overlap (the same shard started twice, or
+an unsharded compare beside the shards); a run held by another process is left to it, and a claim left by a
 killed process is taken over, so rerunning a killed shard finishes its runs. `cbamlab report OUT` joins the
 shards; the last shard to finish writes the report itself.
 
 The first process of a study records its recipe, grid and what its machine resolves the per-machine keys to
 (train.amp, train.channels_last, train.device: "auto" is bf16 on one CPU, float32 on another) in
-OUT/compare.json; every later one (any shard) is checked against it before anything is written, so a shard
-started with another config, or on a machine that resolves "auto" otherwise, is refused with the keys that
-differ instead of adding runs of another recipe.
+OUT/compare.json (`runs.check_study`); every later one (any shard) is checked against it before anything is
+written, so a shard started with another config, or on a machine that resolves "auto" otherwise, is refused
+with the keys that differ instead of adding runs of another recipe.
 
 `--workers K` trains K runs at once in K worker processes, each with cores // K intra-op threads, instead of
 K runs fighting over every core.
 """
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
-import os
 import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from pathlib import Path
 
 import torch
 
-from .. import _io, engine  # engine.fit is looked up at call time (tests stand in for it)
-from ..engine.claim import RunDirInUse, claim_run_dir
-from ..engine.config import config_to_dict, per_machine_note, result_differences, with_defaults
-from ..engine.rundir import CONFIG, is_complete, read_summary
+from .. import engine  # engine.fit is looked up at call time (tests stand in for it)
 from ..engine.runtime import available_cores
-from ..errors import CbamlabError, ConfigError
+from ..errors import ConfigError
+from ..runs import CONFIG, RunDirInUse, claim_run_dir, is_complete, read_summary
 
 log = logging.getLogger(__name__)
-
-STUDY = "compare.json"
-_PER_RUN = {"seed", "model.name"}  # set by the plan for each run, not by the recipe
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -63,63 +55,6 @@ def take_shard(runs: list, shard: tuple[int, int] | None) -> list:
         return list(runs)
     i, n = shard
     return [r for j, r in enumerate(runs) if j % n == i]
-
-
-def study_grid(variants, seeds, datasets) -> dict:
-    return {"variants": list(variants), "seeds": [int(s) for s in seeds], "datasets": list(datasets or [])}
-
-
-def check_study(out_dir, base_cfg, grid: dict, *, sharded: bool, resolved: dict | None = None) -> None:
-    """Refuse a recipe (or, for a shard, a grid, or what this machine resolves the per-machine keys to:
-    `resolved`) other than the one OUT/compare.json records; record it when this is the study's first process.
-    Nothing is written when it refuses. A record written before cbamlab recorded the resolved values is checked
-    on its recipe; its finished runs are checked one by one against this machine (compare's reuse check)."""
-    path = Path(out_dir) / STUDY
-    recipe = config_to_dict(base_cfg)
-    record = _read_record(path)
-    if record is None:
-        record = _record_once(path, {"recipe": recipe, **({"resolved": resolved} if resolved else {}), **grid})
-    ignore = _PER_RUN | ({"data.name"} if grid["datasets"] or record.get("datasets") else set())
-    recorded = with_defaults(record["recipe"])  # keys added since take their defaults, as in the runs' configs
-    there = record.get("resolved")
-    both = (there, resolved) if isinstance(there, dict) and resolved is not None else None
-    changed = [k for k in result_differences(recorded, recipe, both) if k not in ignore]
-    if changed:
-        raise CbamlabError(f"{out_dir} is a comparison started with another config ({', '.join(changed)} differ"
-                           f"{per_machine_note(changed, there, resolved)}): give every shard the same --config "
-                           "and --set, or use another --out")
-    mine = {k: grid[k] for k in ("variants", "seeds", "datasets")}
-    if sharded and mine != {k: record.get(k) for k in mine}:
-        raise CbamlabError(f"{out_dir} is a comparison of another grid ({record.get('variants')}, seeds "
-                           f"{record.get('seeds')}, datasets {record.get('datasets') or 'from the config'}): "
-                           "every shard must plan the same runs, or use another --out")
-
-
-def _read_record(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        record = None
-    if not isinstance(record, dict) or not isinstance(record.get("recipe"), dict):
-        raise CbamlabError(f"{path} is not a comparison record (expected JSON with recipe, variants, seeds, "
-                           "datasets); it is written by cbamlab compare: remove it, or use another --out")
-    return record
-
-
-def _record_once(path: Path, record: dict) -> dict:
-    """Write `record` to `path` unless another process did first (then return that one's)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
-    _io.write_json(tmp, record)
-    try:
-        os.link(tmp, path)  # atomic, and fails if it exists: the first process's record wins
-    except FileExistsError:
-        record = _read_record(path) or record
-    finally:
-        tmp.unlink()
-    return record
 
 
 def train_one(run) -> tuple[str, object]:

@@ -14,16 +14,15 @@ alone. The name is the variant's folder (OUT/<dataset>/<name>/seed<k>) and, reco
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
-from ..engine.config import LABEL, ModelConfig
+from ..config import LABEL, ModelConfig, section_keys
 from ..errors import ConfigError, suggest, unknown
 from ..models import list_models
 
 _KEYS = ("name", "model", "options")
 # model-section keys an option variant may set: everything but what the variant itself names
-OPTION_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("name", "label"))
+OPTION_KEYS = tuple(k.name for k in section_keys(ModelConfig) if k.name not in ("name", "label"))
 
 
 @dataclass(frozen=True)

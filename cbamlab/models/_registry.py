@@ -64,16 +64,16 @@ def model_info(name: str) -> ModelInfo:
     return _MODELS[name][1]
 
 
-def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, *, reduction: int = 16,
-                 kernel_size: int = 7, arrangement: str = "channel_first", spatial_bn_zero_init: bool = True,
-                 attn_impl: str = "auto", shortcut: str | None = None, width: int = 1,
-                 pretrained: bool | str | None = None, attn: AttnOptions | None = None, **kw) -> nn.Module:
+def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, *, shortcut: str | None = None,
+                 width: int = 1, pretrained: bool | str | None = None, attn: AttnOptions | None = None,
+                 **options) -> nn.Module:
     """Build the registered model `name`.
 
-    The attention options (`reduction`, `kernel_size`, `arrangement`, `spatial_bn_zero_init`, `attn_impl`, and
-    `pool_types`, `keep_map` through `kw`) apply to whatever attention the model has: SE uses `reduction` alone
-    and plain models ignore them all, so one setting can sweep a whole variant list. `attn=AttnOptions(...)`
-    gives them all at once (the keywords then only override what `kw` names). `attn_impl` is "auto" (default:
+    The attention options, keywords named as `AttnOptions`' fields (`reduction`, `kernel_size`, `arrangement`,
+    `spatial`, `spatial_bn_zero_init`, `pool_types`, `keep_map`, `attn_impl`; their defaults are AttnOptions'),
+    apply to whatever attention the model has: SE uses `reduction` alone and plain models ignore them all, so one
+    setting can sweep a whole variant list. `attn=AttnOptions(...)` gives them all at once (keywords then
+    override what they name). `attn_impl` is "auto" (default:
     the native operator where it runs, else the reference), "native" or "reference": the same CBAM (math,
     parameters, state_dict) computed two ways. `shortcut` is "A" or "B"; None takes
     the model's default (A for resnet20..110, B otherwise). `width` (resnet20..110 only) multiplies their
@@ -85,15 +85,14 @@ def create_model(name: str, num_classes: int = 1000, in_chans: int = 3, *, reduc
     builder, info = _MODELS.get(name, (None, None))
     if builder is None:
         raise unknown("model", name, _MODELS)
-    extra = sorted(set(kw) - set(ATTN_OPTIONS))
+    extra = sorted(set(options) - set(ATTN_OPTIONS))
     if extra:
         raise CbamlabError(f"create_model got unknown option(s) {', '.join(extra)}; known: num_classes, in_chans, "
                            f"shortcut, width, pretrained, attn, {', '.join(ATTN_OPTIONS)}")
     if attn is None:
-        attn = AttnOptions(reduction=reduction, kernel_size=kernel_size, arrangement=arrangement,
-                           spatial_bn_zero_init=spatial_bn_zero_init, attn_impl=attn_impl, **kw)
-    elif kw:
-        attn = AttnOptions.from_kwargs(**{**dataclasses.asdict(attn), **kw})
+        attn = AttnOptions(**options)
+    elif options:
+        attn = AttnOptions(**{**dataclasses.asdict(attn), **options})
     attn_layer = get_attn(info.attn, attn)
     model = builder(num_classes=num_classes, in_chans=in_chans, attn_layer=attn_layer, shortcut=shortcut,
                     width=width)

@@ -1,7 +1,8 @@
-"""The attention options, in one place: `AttnOptions` and the checks every model option goes through.
+"""The attention options, in one place: `AttnOptions`, their defaults and the checks every option goes through.
 
-`get_attn`, `create_model` and the config's model section all speak this vocabulary: adding an option here
-(and to the config's `model` section, which passes every field of the same name) is the whole change.
+`get_attn`, `create_model` and the config's model section all speak this vocabulary: the config's `model`
+section holds one `AttnOptions` (its fields are keys of the section: model.kernel_size, ...), so adding an
+option here is the whole change. A bad value is an `OptionError` naming the option.
 """
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ def positive_int(value, what: str) -> int:
     if number is None or isinstance(value, bool) or number < 1:
         raise CbamlabError(f"{what} must be a positive integer, got {value!r}")
     return number
+
+
+class OptionError(CbamlabError):
+    """A value an attention option refuses. `option` names the option, `value` is what it was given, `rule` says
+    what a value must be; `known` lists the choices where the option is one of a list (else None)."""
+
+    def __init__(self, message: str, option: str | None = None, value=None, rule: str | None = None,
+                 known: tuple | None = None):
+        super().__init__(message)
+        self.option, self.value, self.rule, self.known = option, value, rule, known
 
 
 def odd_kernel(value) -> int:
@@ -62,23 +73,12 @@ class AttnOptions:
     attn_impl: str = "auto"
 
     def __post_init__(self):
-        set_ = _setter(self)
-        set_("reduction", positive_int(self.reduction, "attention reduction"))
-        set_("kernel_size", odd_kernel(self.kernel_size))
-        if self.arrangement not in ARRANGEMENTS:
-            raise unknown("CBAM arrangement", self.arrangement, ARRANGEMENTS)
-        if self.attn_impl not in ATTN_IMPLS:
-            raise unknown("attention implementation", self.attn_impl, ATTN_IMPLS)
-        pools = (self.pool_types,) if isinstance(self.pool_types, str) else tuple(self.pool_types)
-        if not pools:
-            raise CbamlabError("channel attention needs at least one pool type")
-        for p in pools:
-            if p not in POOL_TYPES:
-                raise unknown("pool type", p, POOL_TYPES)
-        set_("pool_types", pools)
-        set_("spatial", bool(self.spatial))
-        set_("spatial_bn_zero_init", bool(self.spatial_bn_zero_init))
-        set_("keep_map", bool(self.keep_map))
+        for name, (check, rule, known) in _CHECKS.items():
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, check(value))  # frozen: the checked, normalised value
+            except CbamlabError as e:
+                raise OptionError(str(e), name, value, rule, known) from None
 
     @classmethod
     def from_kwargs(cls, **kw) -> "AttnOptions":
@@ -93,9 +93,40 @@ class AttnOptions:
         return {n: getattr(self, n) for n in names}
 
 
-def _setter(obj):
-    """A setter for a frozen dataclass's own __post_init__ (normalising the values it was given)."""
-    return lambda name, value: object.__setattr__(obj, name, value)
+def _choice(kind: str, known: tuple):
+    def check(value):
+        if value not in known:
+            raise unknown(kind, value, known)
+        return value
+    return check
+
+
+def _pools(value) -> tuple:
+    pools = (value,) if isinstance(value, str) else tuple(value)
+    if not pools:
+        raise CbamlabError("channel attention needs at least one pool type")
+    for p in pools:
+        if p not in POOL_TYPES:
+            raise unknown("pool type", p, POOL_TYPES)
+    twice = sorted({p for p in pools if pools.count(p) > 1})
+    if twice:
+        raise CbamlabError(f"pool type(s) {', '.join(twice)} listed twice")
+    return pools
+
+
+# option -> (check: the value normalised, or a CbamlabError; the rule a refused value breaks; the choices, where
+# the option is one of a list). Every AttnOptions field has one: the checks of every attention option, in one place
+_CHECKS = {
+    "reduction": (lambda v: positive_int(v, "attention reduction"), "must be a positive integer", None),
+    "kernel_size": (odd_kernel, "must be a positive odd integer (3 or 7 in the paper)", None),
+    "arrangement": (_choice("CBAM arrangement", ARRANGEMENTS), None, ARRANGEMENTS),
+    "spatial": (bool, None, None),
+    "spatial_bn_zero_init": (bool, None, None),
+    "pool_types": (_pools, f"must be a non-empty list of distinct pool types from {', '.join(POOL_TYPES)}", None),
+    "keep_map": (bool, None, None),
+    "attn_impl": (_choice("attention implementation", ATTN_IMPLS), None, ATTN_IMPLS),
+}
 
 
 ATTN_OPTIONS = tuple(f.name for f in dataclasses.fields(AttnOptions))
+assert tuple(_CHECKS) == ATTN_OPTIONS, "every attention option has its check"

@@ -1,4 +1,4 @@
-"""Reports: pure functions from run directories (read through `engine.rundir`) to tables, figures and
+"""Reports: pure functions from run directories (read through `cbamlab.runs`) to tables, figures and
 report.md / report.html. Never trains, and never imports `experiments`: the CLI asks for a report after a
 comparison or a search.
 

@@ -1,9 +1,9 @@
-"""Grouping finished runs (read by `engine.rundir`) into comparisons that are fair: same dataset, same recipe,
+"""Grouping finished runs (read by `cbamlab.runs`) into comparisons that are fair: same dataset, same recipe,
 variants paired by seed.
 
-A recipe is the part of a run's config that changes a result (`engine.config.result_part`) minus what a
+A recipe is the part of a run's config that changes a result (`config.result_part`) minus what a
 comparison varies on purpose: the seed, the model name and its attention options. Runs are pooled only where
-their result identities (`engine.config.result_identity`: the recipe, with what each run resolved "auto"
+their result identities (`config.result_identity`: the recipe, with what each run resolved "auto"
 precision, memory layout and device to, as its env.json records) are equal; the others land in separate groups,
 and the report shows each group on its own. Within a group, a model whose runs differ in an attention option
 becomes several variants, labelled with the options that differ, unless its runs carry a label of their own
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engine.config import per_machine_keys, result_differences, result_identity, result_part, with_defaults
-from ..engine.rundir import Run, find_runs
+from ..config import per_machine_keys, result_differences, result_identity, result_part, with_defaults
+from ..runs import Run, find_runs
 from ..errors import CbamlabError
 from ..models import model_info
 from ..models.options import ATTN_OPTIONS, AttnOptions

@@ -12,7 +12,7 @@ import warnings
 from matplotlib.ticker import MaxNLocator
 import numpy as np
 
-from ..engine.rundir import Run  # noqa: E402
+from ..runs import Run  # noqa: E402
 from .groups import Group
 from .mpl import plt, png_bytes
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 from optuna.distributions import json_to_distribution
 
-from ..engine.rundir import read_tune_record  # noqa: E402
+from ..runs import read_tune_record  # noqa: E402
 from . import render
 from .document import Bullets, Document, Figure, Section, Table, Text
 from .mpl import plt, png_bytes

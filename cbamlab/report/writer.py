@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from ..engine.rundir import Run
+from ..runs import Run
 from . import ablation, budget, class_plots, convergence, plots, render, tables
 from .document import Bullets, Details, Document, Figure, Note, Section, Table, Text, slug
 from .groups import Group, group_differences, load_groups

@@ -12,12 +12,12 @@ import optuna
 from optuna.distributions import distribution_to_json
 from optuna.trial import TrialState
 
+from ...config import config_from_dict, config_to_dict, load_config, result_part, section_overrides, split_sections
 from ...engine import fit
-from ...engine.config import config_from_dict, config_to_dict, load_config, result_part, split_sections
-from ...engine.rundir import is_complete, read_summary, write_tune_record
 from ...engine.runtime import available_cores
 from ...errors import CbamlabError
-from .settings import DEFAULT_SPACE, TuneSettings, parse_tune_section, val_fraction_of
+from ...runs import is_complete, read_summary, write_tune_record
+from .settings import DEFAULT_SPACE, TUNE_KEYS, TuneSettings, parse_tune_section, val_fraction_of
 from .storage import (StorageSpec, count_trials, fail_dead_trials, open_storage, open_study,
                            resolve_storage)
 from . import worker
@@ -35,7 +35,8 @@ DEFAULT_BASE = {"model": {"name": "resnet20_cbam"}, "data": {"name": "digits", "
 
 
 def prepare(raw: dict | None, overrides=()) -> tuple[dict, TuneSettings]:
-    """A YAML mapping (with its `tune:` section) -> (search config dict, settings), all checked.
+    """A YAML mapping (with its `tune:` section) and `key=value` overrides (`tune.trials=30` sets the tune
+    section, anything else the config) -> (search config dict, settings), all checked.
 
     The search config has a validation split (the tune section's `val_fraction` when the config has none)
     and `train.eval_test = False`, so no trial ever loads the test set.
@@ -46,6 +47,8 @@ def prepare(raw: dict | None, overrides=()) -> tuple[dict, TuneSettings]:
     section = extras.get("tune") or {}
     if not isinstance(section, dict):
         raise CbamlabError(f"tune: expected a mapping, got {section!r}")
+    sets, overrides = section_overrides(overrides, "tune", sorted(TUNE_KEYS))  # the one override parser
+    section = {**section, **sets}
     base = config_to_dict(load_config(engine_part, overrides))
     val_fraction = val_fraction_of(section)
     if base["data"]["val_fraction"] <= 0:

@@ -31,8 +31,8 @@ DEFAULT_SPACE = {
     "optim.lr": {"low": 0.01, "high": 0.5, "log": True},
     "optim.weight_decay": {"low": 1e-5, "high": 1e-2, "log": True},
 }
-_KEYS = {"space", "metric", "direction", "pruner", "sampler", "trials", "timeout", "target_accuracy", "n_seeds",
-         "study", "val_fraction"}
+TUNE_KEYS = {"space", "metric", "direction", "pruner", "sampler", "trials", "timeout", "target_accuracy",
+             "n_seeds", "study", "val_fraction"}  # the keys of the tune: section
 
 
 def _median(max_resource, n_startup_trials=2, n_warmup_steps=1, interval_steps=1, n_min_trials=1):
@@ -163,8 +163,8 @@ def parse_tune_section(section: dict | None, base: dict, validate=None) -> TuneS
     """Check the `tune:` mapping against the resolved base config dict (the search config: val split on)."""
     section = dict(section or {})
     for k in section:
-        if k not in _KEYS:
-            raise ConfigError(f"unknown key 'tune.{k}'{suggest(k, _KEYS)}; known: {', '.join(sorted(_KEYS))}")
+        if k not in TUNE_KEYS:
+            raise ConfigError(f"unknown key 'tune.{k}'{suggest(k, TUNE_KEYS)}; known: {', '.join(sorted(TUNE_KEYS))}")
     metric = section.get("metric", "val_top1")
     if metric not in METRICS:
         raise ConfigError(str(unknown("tune.metric", metric, METRICS)))

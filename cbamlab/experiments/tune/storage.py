@@ -8,15 +8,13 @@ Storage choices (`--storage`):
 
 A trial whose process was killed stays RUNNING in the storage unless someone fails it. Two mechanisms do:
 SQL storages record a heartbeat every `HEARTBEAT_S` seconds and optuna fails trials silent for `GRACE_S`;
-and every trial records its worker (host, pid, process start time), so a worker on the same host fails at
-once any RUNNING trial whose process no longer exists (this also covers journal files, which have no
-heartbeat).
+and every trial records its worker (`runs.process_tag`: host, pid, process start time), so a worker on the
+same host fails at once any RUNNING trial whose process no longer exists (`runs.process_alive`; this also covers
+journal files, which have no heartbeat).
 """
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 import warnings
 from dataclasses import dataclass
@@ -27,8 +25,9 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from ...engine.config import result_differences
+from ...config import result_differences
 from ...errors import CbamlabError
+from ...runs import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -172,36 +171,6 @@ def open_study(storage, study_name: str, *, direction: str, space: dict, metric:
     return study, created
 
 
-def _proc_start(pid: int) -> str | None:
-    """The kernel's start time of process `pid` (Linux), to tell a live worker from a reused pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def worker_tag() -> dict:
-    """Who runs a trial: host, pid and the process start time."""
-    pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start": _proc_start(pid)}
-
-
-def _alive(tag: dict) -> bool | None:
-    """True/False for a worker on this host; None when it runs elsewhere (its heartbeat decides)."""
-    if tag.get("host") != socket.gethostname():
-        return None
-    pid = int(tag.get("pid", -1))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        pass
-    start = _proc_start(pid)
-    return start is None or tag.get("start") is None or start == tag["start"]
-
-
 def fail_dead_trials(study: optuna.Study) -> list[int]:
     """Mark FAIL every RUNNING trial whose worker is known to be gone; returns their numbers.
 
@@ -216,7 +185,7 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         tag = t.user_attrs.get(WORKER_ATTR)
         if tag is not None:
-            dead = _alive(tag) is False
+            dead = process_alive(tag) is False
         else:
             started = t.datetime_start.timestamp() if t.datetime_start else now
             dead = now - started > UNTAGGED_GRACE_S

@@ -23,10 +23,11 @@ import optuna
 from optuna.trial import TrialState
 
 from ...engine import DivergedError, fit
-from ...engine.config import config_from_dict
+from ...config import config_from_dict
 from ...errors import CbamlabError, ConfigError
+from ...runs import process_tag
 from .settings import PRUNERS, SAMPLERS, TuneSettings, build, max_epochs
-from .storage import WORKER_ATTR, StorageSpec, count_trials, fail_dead_trials, open_storage, worker_tag
+from .storage import WORKER_ATTR, StorageSpec, count_trials, fail_dead_trials, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def _make_objective(job: WorkerJob) -> Callable[[optuna.Trial], float]:
     space = job.settings.space
 
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr(WORKER_ATTR, worker_tag())
+        trial.set_user_attr(WORKER_ATTR, process_tag())
         params = space.suggest(trial)
         config = space.apply(job.base, params)
         if job.threads and not config["train"].get("threads"):

@@ -1,13 +1,13 @@
 """What a run records of where its result comes from, and the check a resume makes against that record.
 
-Every state file (checkpoints/last.state.pt) records the resolved config the run trains, the hash of that
-config's result part and the code version (`record`). A resume (`check_resume`) compares the config it is given
-(the run's config.yaml, or --config, with --set overrides) with both the config.yaml on disk and that record,
-and refuses any difference in a key that changes a result (`config.result_differences`, declared once on the
-config fields), naming the keys and both values: a hand-edited config.yaml is caught as surely as an override.
-Keys that change no result (threads, progress bar, data.root, ...) may differ. A run that has trained is also
-refused where this machine resolves a per-machine key ("auto" precision, layout, device) to another value than
-the run's env.json records.
+Every state file (checkpoints/last.state.pt, `state.TrainState`) records the resolved config the run trains,
+the hash of that config's result part and the code version (`record`). A resume (`resume_refusal`, asked by
+`prepare`) compares the config it is given (the run's config.yaml, or --config, with --set overrides) with both
+the config.yaml on disk and that record, and refuses any difference in a key that changes a result
+(`config.result_differences`, declared once on the config fields), naming the keys and both values: a
+hand-edited config.yaml is caught as surely as an override. Keys that change no result (threads, progress bar,
+data.root, ...) may differ. A run that has trained is also refused where this machine resolves a per-machine key
+("auto" precision, layout, device) to another value than the run's env.json records.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import subprocess
 from pathlib import Path
 
 from .. import __version__, _io
+from ..config import (Config, config_to_dict, per_machine_keys, per_machine_note, result_differences,
+                             result_hash, result_identity, with_defaults)
 from ..errors import CheckpointError
-from .config import (Config, config_to_dict, per_machine_keys, per_machine_note, result_differences, result_hash,
-                     result_identity, with_defaults)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ def code_version() -> dict:
 
 
 def record(cfg: Config) -> dict:
-    """The entries a state file records: the resolved config, its result hash and the code version."""
+    """The entries a state file records (`TrainState.config`, `config_hash`, `code_version`): the resolved config,
+    its result hash and the code version."""
     return {"config": config_to_dict(cfg), "config_hash": result_hash(cfg), "code_version": code_version()}
 
 

@@ -1,18 +1,12 @@
-"""Checkpoints: weights as safetensors, training state in a torch file that loads with weights_only=True.
-
-`last.state.pt` holds everything needed to continue (epoch, step, model and optimizer tensors, RNG,
-metric history, best so far) in one atomic file, so a kill between two writes can never pair weights
-of one epoch with optimizer state of another; `last.safetensors` is the user-facing copy of the weights.
-Loading never unpickles code: a pickle that would import or call anything is refused before it runs.
+"""A run's weights files (checkpoints/last.safetensors, best.safetensors): safetensors, written atomically, with
+string metadata (the epoch, the model); a corrupt file, or weights of another architecture, is a CheckpointError.
 """
 from __future__ import annotations
 
 import json
-import random
 import struct
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load, save
 from torch import nn
@@ -22,8 +16,9 @@ from ..errors import CheckpointError
 
 
 def plain_state(model_or_state) -> dict[str, torch.Tensor]:
+    """A model's (or a state_dict's) tensors as safetensors and a weights-only load want them: contiguous,
+    unshared CPU copies, without torch.compile's `_orig_mod.` prefix."""
     sd = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
-    # strip torch.compile's wrapper prefix; safetensors wants contiguous, unshared CPU tensors
     return {k.removeprefix("_orig_mod."): v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
 
 
@@ -49,8 +44,9 @@ def load_weights(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return tensors, meta
 
 
-def check_compatible(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Raise a CheckpointError naming missing/unexpected keys or shape mismatches (weights of another model)."""
+def check_state_fits(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse to load `state` into `model` unless it has exactly the model's keys and shapes: a CheckpointError
+    naming the missing and unexpected keys and the shape mismatches (weights of another architecture)."""
     own = {k: v.shape for k, v in model.state_dict().items()}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -71,41 +67,6 @@ def load_into(model: nn.Module, path) -> dict[str, str]:
     """Load a safetensors file into `model` (strict); returns the file's metadata."""
     state, meta = load_weights(path)
     target = getattr(model, "_orig_mod", model)
-    check_compatible(target, state, str(path))
+    check_state_fits(target, state, str(path))
     target.load_state_dict(state)
     return meta
-
-
-def save_state(path, state: dict) -> Path:
-    return _io.torch_save(path, state)
-
-
-def load_state(path) -> dict:
-    state = _io.torch_load_safe(path)
-    if not isinstance(state, dict) or "epoch" not in state:
-        raise CheckpointError(f"{path}: not a cbamlab training state (no 'epoch')")
-    return state
-
-
-def rng_state() -> dict:
-    """Every RNG a run touches, as tensors and plain values (weights_only-loadable)."""
-    np_state = np.random.get_state()
-    out = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["cuda"] = torch.cuda.get_rng_state_all()
-    return out
-
-
-def set_rng_state(s: dict) -> None:
-    torch.set_rng_state(s["torch"])
-    py = s["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = s["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])

@@ -1,8 +1,7 @@
-"""The run directory, the one home of its format: file names, writers and readers of config.yaml, metrics.csv,
-summary.json, env.json and checkpoints/, and the rules that keep an existing one safe (never overwrite a
-finished or foreign run; resume only a run of the same result config). A tuning study's record, tune.json,
-lives here too. Everything that writes or reads these files (fit, compare, tune, eval, predict, the report,
-the tests) goes through this module.
+"""The run directory's layout and its files: the names, the writers and readers of config.yaml, metrics.csv,
+summary.json and env.json, `Run` (one directory as read back) and `find_runs`. The checkpoints are in
+`state.py` (last.state.pt) and `weights.py` (the safetensors files); `prepare.py` decides whether a directory may
+be used. Everything that writes or reads a run directory goes through this package.
 """
 from __future__ import annotations
 
@@ -14,10 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import _io
-from ..errors import CbamlabError, CheckpointError, ConfigError
-from . import checkpoint as ckpt
-from . import provenance
-from .config import Config, config_from_dict, dump_config, read_yaml, resolved_values
+from ..config import Config, config_from_dict, dump_config, read_yaml, resolved_values
+from ..errors import CbamlabError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +24,10 @@ CONFIG, METRICS, SUMMARY, ENV = "config.yaml", "metrics.csv", "summary.json", "e
 CHECKPOINTS = "checkpoints"
 LAST_WEIGHTS, LAST_STATE, BEST_WEIGHTS = (f"{CHECKPOINTS}/last.safetensors", f"{CHECKPOINTS}/last.state.pt",
                                           f"{CHECKPOINTS}/best.safetensors")
-TUNE_RECORD = "tune.json"  # in a tuning study's folder: the search and the retraining, read by the report
 
 
 class RunDirError(CbamlabError):
-    """A run directory that cannot be used as asked (finished, foreign, another config, unreadable)."""
+    """A run directory that cannot be used as asked (finished, foreign, another config, unreadable, in use)."""
 
 
 # ------------------------------------------------------------------------------------------------- writers
@@ -67,45 +63,10 @@ def weights_path(run_dir, which: str = "last") -> Path:
     return Path(run_dir) / (LAST_WEIGHTS if which == "last" else BEST_WEIGHTS)
 
 
-def eval_weights(state: dict) -> dict:
-    """The weights a run evaluated, which its weights files hold: the EMA's (`train.ema`) when the state keeps
-    one, else the model's. The state file keeps both, so a resume continues the raw weights exactly."""
-    return state["ema"] if state.get("ema") is not None else state["model"]
-
-
-def save_checkpoint(run_dir, state: dict, is_best: bool) -> None:
-    """The state file first (the consistent record of the epoch), then last (and best) weights."""
-    run_dir = Path(run_dir)
-    ckpt.save_state(run_dir / LAST_STATE, state)
-    meta = {"epoch": state["epoch"], "model": state["model_name"]}
-    ckpt.save_weights(run_dir / LAST_WEIGHTS, eval_weights(state), meta)
-    if is_best:
-        ckpt.save_weights(run_dir / BEST_WEIGHTS, eval_weights(state), meta)
-
-
-def repair(run_dir, state: dict) -> None:
-    """After a kill between the writes of one epoch: make weights and metrics.csv agree with the state file."""
-    run_dir = Path(run_dir)
-    meta = {"epoch": state["epoch"], "model": state["model_name"]}
-    for rel, wanted in ((LAST_WEIGHTS, True), (BEST_WEIGHTS, state["best"]["epoch"] == state["epoch"])):
-        if not wanted:
-            continue
-        try:
-            ok = ckpt.load_weights(run_dir / rel)[1].get("epoch") == str(state["epoch"])
-        except CheckpointError:
-            ok = False
-        if not ok:
-            ckpt.save_weights(run_dir / rel, eval_weights(state), meta)
-    write_metrics(run_dir, state["history"])
-
-
-def write_tune_record(study_dir, record: dict) -> Path:
-    return _io.write_json(Path(study_dir) / TUNE_RECORD, record)
-
-
 # ------------------------------------------------------------------------------------------------- readers
 
-def _read_json(path: Path) -> dict | None:
+def read_json_object(path: Path) -> dict | None:
+    """A JSON object from `path`; None when there is no such file; a RunDirError when it is not one."""
     if not path.is_file():
         return None
     try:
@@ -119,11 +80,11 @@ def _read_json(path: Path) -> dict | None:
 
 def read_summary(run_dir) -> dict | None:
     """summary.json, or None when the run has not finished writing one."""
-    return _read_json(Path(run_dir) / SUMMARY)
+    return read_json_object(Path(run_dir) / SUMMARY)
 
 
 def read_env(run_dir) -> dict:
-    return _read_json(Path(run_dir) / ENV) or {}
+    return read_json_object(Path(run_dir) / ENV) or {}
 
 
 def resolved_from_env(env: dict) -> dict:
@@ -191,18 +152,6 @@ def load_run_config(run_dir) -> Config:
         raise RunDirError(f"{Path(run_dir) / CONFIG} cannot be read back: {e}") from None
 
 
-def load_state(run_dir) -> dict:
-    return ckpt.load_state(Path(run_dir) / LAST_STATE)
-
-
-def read_tune_record(study_dir) -> dict:
-    path = Path(study_dir) / TUNE_RECORD
-    record = _read_json(path)
-    if record is None:
-        raise CbamlabError(f"no tuning record at {path} (run cbamlab tune first)")
-    return record
-
-
 @dataclass
 class Run:
     """One run directory as read back: config.yaml as a mapping, metrics.csv rows, summary.json ({} until the
@@ -264,8 +213,6 @@ def find_runs(root) -> list[Run]:
     return [read_run(d) for d in dirs]
 
 
-# ------------------------------------------------------------------------------------------------- safety
-
 def remove_debris(run_dir) -> list[Path]:
     """Remove the temp files a killed writer left in `run_dir` and its checkpoints/ (`_io.stale_temp_files`).
     Only for the holder of the run's claim: no other process writes there then."""
@@ -276,59 +223,3 @@ def remove_debris(run_dir) -> list[Path]:
         log.info("%s: removed %d temp file(s) left by a killed process: %s", run_dir, len(stale),
                  ", ".join(p.name for p in stale))
     return stale
-
-
-def _contents(run_dir: Path) -> list[str]:
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir())
-    return names if len(names) <= 6 else names[:6] + [f"... ({len(names)} in all)"]
-
-
-def prepare(run_dir, cfg: Config, resume: bool, resolved: dict | None = None) -> str:
-    """Check `run_dir` may be used by this process, which holds its claim; returns "fresh", "resume" (a state
-    to load) or "complete". `resolved`: what this process resolved its per-machine keys to (`runtime.resolved`):
-    a run that trained (or finished) with other values, as its env.json records them, is refused too.
-
-    A new folder, or one holding only temp files a killed writer left, starts fresh. Anything else must be a
-    cbamlab run (a config.yaml that reads back) and is used only with resume=True and a config that differs in
-    nothing that changes a result from its config.yaml and from the config its state file recorded
-    (`provenance`); a finished run is checked alike and never touched. A run whose state file is gone while
-    its metrics record finished epochs cannot be continued exactly and is refused. Refused folders are left
-    as they are; an accepted one loses its stale temp files.
-    """
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"{run_dir} is a file, not a run directory")
-    stale = set(_io.stale_temp_files(run_dir))
-    if not run_dir.exists() or not [p for p in run_dir.iterdir() if p not in stale]:
-        if resume:
-            log.warning("%s holds no run yet: starting it from the beginning", run_dir)
-        remove_debris(run_dir)
-        return "fresh"
-    todo = "nothing was changed: choose another --out, or remove the folder to start a new run there"
-    try:
-        on_disk = load_run_config(run_dir)
-    except RunDirError as e:
-        raise RunDirError(f"{str(e).rstrip('.')}; it holds {', '.join(_contents(run_dir))}; {todo}") from None
-    complete = is_complete(run_dir)
-    if not resume:
-        if complete:
-            raise RunDirError(f"{run_dir} holds a finished run; choose another --out (nothing was overwritten)")
-        raise RunDirError(f"{run_dir} holds an unfinished run; pass --resume to continue it or choose another --out")
-    state = run_dir / LAST_STATE
-    has_state = state.is_file()
-    recorded = provenance.read_record(state) if has_state else None
-    trained = (read_resolved(run_dir), resolved) if resolved is not None and (has_state or complete) else None
-    refusal = provenance.resume_refusal(run_dir, on_disk, cfg, recorded, CONFIG, trained)
-    if refusal:
-        raise RunDirError(refusal)
-    if has_state and recorded is None:
-        log.info("%s: its state file records no config (an older cbamlab wrote it): checked against %s only",
-                 run_dir, CONFIG)
-    if not complete and not has_state:
-        epochs = len(read_metrics(run_dir))
-        if epochs or (run_dir / LAST_WEIGHTS).is_file():
-            done = f"{METRICS} records {epochs} finished epoch(s)" if epochs else f"{LAST_WEIGHTS} exists"
-            raise RunDirError(f"{run_dir}: {done} but its state file {LAST_STATE} is gone, so the run cannot be "
-                              f"continued exactly; {todo}")
-    remove_debris(run_dir)
-    return "complete" if complete else ("resume" if has_state else "fresh")
