@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (e.g. data.val_fraction=0.1)")
     p.add_argument("--tta", choices=TTA, help="test-time augmentation: hflip averages the softmax "
-                   "of each image and its mirror image (default: the run's eval.tta, else none)")
+                   "of each image and its mirror image, hflip_translate also of both shifted by one pixel "
+                   "(airbench's six views) (default: the run's eval.tta, else none)")
     p.add_argument("--per-class", action="store_true", help="also print per-class accuracy")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result line")
     p.set_defaults(func=run)

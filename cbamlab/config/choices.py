@@ -9,7 +9,7 @@ from __future__ import annotations
 
 OPTIMIZERS = ("sgd", "adam", "adamw")                             # optim.name: engine.optim.OPTIMIZERS
 SCHEDULES = ("constant", "step", "multistep", "cosine", "onecycle")  # schedule.name: engine.schedules.SCHEDULES
-TTA = ("none", "hflip")                                           # eval.tta: engine.loop.TTA_VIEWS
+TTA = ("none", "hflip", "hflip_translate")                        # eval.tta: engine.loop.TTA_VIEWS
 PRECISIONS = ("none", "bf16", "fp16")                             # engine.runtime.AUTOCAST_DTYPES
 AMP = ("auto", *PRECISIONS)  # train.amp; auto: engine.runtime.resolve_precision picks a precision per device
 DEVICES = ("auto", "cpu", "cuda")                                 # train.device (cuda:N too): runtime.select_device

@@ -31,6 +31,7 @@ from .keys import NO_RESULT, PER_MACHINE, inline, items, section_keys
 MAX_SEED = 2**63 - 1
 MAX_LR = 10.0
 MAX_WEIGHT_DECAY = 1.0
+MAX_BN_LR_SCALE = 1000.0  # optim.bn_lr_scale: airbench trains BatchNorm biases at 64x; beyond 1000x is a typo
 LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")  # a variant label: also a folder name under a study
 
 
@@ -114,7 +115,7 @@ class DataConfig(Section):
     image_size: Optional[int] = None
     val_fraction: float = 0.0
     augment: str = "auto"
-    augment_overrides: dict = field(default_factory=dict)  # e.g. {hflip: false, crop_padding: 2}
+    augment_overrides: dict = field(default_factory=dict)  # e.g. {hflip: alternate, crop_padding: 2} (data.presets)
     workers: int = field(default=2, metadata=NO_RESULT)
     # an image folder whose decoded images (all splits, at the training size) fit is decoded once into memory;
     # a larger one streams from its files (data/loaders.py). 0: always stream
@@ -176,6 +177,8 @@ class OptimConfig(Section):
     nesterov: bool = False
     weight_decay: float = 5e-4
     no_decay_bn_bias: bool = False     # SGD/Adam/AdamW: no weight decay on BN weights and biases
+    # BatchNorm weights and biases train at lr x this, their weight decay / this (airbench's bias_scaler); 1: off
+    bn_lr_scale: float = 1.0
     betas: list = field(default_factory=lambda: [0.9, 0.999], metadata=items(float))
     eps: float = 1e-8
 
@@ -190,6 +193,8 @@ class OptimConfig(Section):
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas",
                "must be two numbers in [0, 1)", self.betas)
         _check(self.eps > 0, "optim.eps", "must be > 0", self.eps)
+        _check(0 < self.bn_lr_scale <= MAX_BN_LR_SCALE, "optim.bn_lr_scale",
+               f"must be > 0 and <= {MAX_BN_LR_SCALE:g} (1: BatchNorm at the schedule's lr)", self.bn_lr_scale)
 
 
 @dataclass
@@ -225,7 +230,9 @@ class ScheduleConfig(Section):
 @dataclass
 class EvalConfig(Section):
     NAME: ClassVar[str] = "eval"
-    tta: str = "none"                  # none | hflip: average the softmax of each image and its mirror image
+    # none | hflip: the mean softmax of each image and its mirror | hflip_translate: those two and both shifted by
+    # one pixel either way (airbench's six views, engine.loop.mirror_translate)
+    tta: str = "none"
     every: int = 1                     # evaluate the held-out splits every N epochs; the last epoch always
 
     def check(self) -> None:

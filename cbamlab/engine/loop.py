@@ -38,6 +38,7 @@ def mirror_translate(x: torch.Tensor) -> tuple[tuple[torch.Tensor, float], ...]:
 TTA_VIEWS: dict[str, Callable[[torch.Tensor], tuple[tuple[torch.Tensor, float], ...]]] = keyed({
     "none": lambda x: ((x, 1.0),),
     "hflip": lambda x: ((x, 1.0), (x.flip(3), 1.0)),  # (B, C, H, W) mirrored left-right
+    "hflip_translate": mirror_translate,
 }, TTA, "test-time augmentation")
 
 

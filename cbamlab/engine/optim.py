@@ -58,7 +58,7 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     "lr_scale" (`cfg.bn_lr_scale` for the BatchNorm parameters)."""
     if cfg.name not in OPTIMIZERS:
         raise unknown("optimizer", cfg.name, OPTIMIZERS)
-    optimizer = OPTIMIZERS[cfg.name](param_groups(model, cfg.weight_decay, cfg.no_decay_bn_bias),
+    optimizer = OPTIMIZERS[cfg.name](param_groups(model, cfg.weight_decay, cfg.no_decay_bn_bias, cfg.bn_lr_scale),
                                      cfg)
     set_lr(optimizer, cfg.lr)
     return optimizer
