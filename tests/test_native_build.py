@@ -49,10 +49,13 @@ def test_the_cache_key_holds_torch_capability_and_sources(monkeypatch, tmp_path)
     import torch
 
     assert torch.__version__.replace("+", "_") in key and _build.source_hash() in key
+    assert f"-{_build.cpu_capability().lower()}-" in key
     monkeypatch.setattr(_build, "cpu_capability", lambda: "AVX512")
-    assert _build.build_key() != key and "-avx512-" in _build.build_key()
+    avx512_key = _build.build_key()
+    assert "-avx512-" in avx512_key
     assert "-mavx512f" in _build.compiler_flags() and "-DCPU_CAPABILITY_AVX512" in _build.compiler_flags()
     monkeypatch.setattr(_build, "cpu_capability", lambda: "AVX2")
+    assert "-avx2-" in _build.build_key() and _build.build_key() != avx512_key  # never one build for both
     flags = _build.compiler_flags()
     assert "-mavx2" in flags and not any("avx512" in f for f in flags)  # an AVX2 build has no AVX-512 code
     assert "-fopenmp" in flags and "-O3" in flags
