@@ -67,8 +67,8 @@ Tensor readable(const Tensor& x) {
 
 // The large maps this operator returns (its output, the input gradient) come from a cache of the blocks it
 // returned before: a training step frees and asks again for the same sizes every step, and glibc hands blocks
-// this large back to the OS on free, so each fresh one page-faults in (~0.35 ms per MB measured here: more
-// than a pass over the map). Idle blocks are capped at kMaxIdle bytes; past that they are freed.
+// this large back to the OS on free, so each fresh one page-faults in, which costs more than a pass over the
+// map (benchmarks/results/ has the measurement). Idle blocks are capped at kMaxIdle bytes; past that they are freed.
 class BlockCache {
  public:
   static BlockCache& instance() {

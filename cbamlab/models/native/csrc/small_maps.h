@@ -247,7 +247,7 @@ void transpose(const A* src, int64_t R, int64_t K, A* dst) {
 
 // out (R, N) = op(a) op(b) (+ bias (N)), where op(a) (R, K) is a stored (R, K), or with ta its transpose stored
 // (K, R), and op(b) (K, N) is b stored (K, N), or with tb its transpose stored (N, K). Large products go to ATen's
-// matrix product (BLAS takes the transposes as they are; its fixed cost of ~20 us pays); small ones run as dot
+// matrix product (BLAS takes the transposes as they are; there its fixed cost pays); small ones run as dot
 // products or row updates on transposed copies, which are small too.
 constexpr int64_t kSmallGemm = 1 << 16;
 
