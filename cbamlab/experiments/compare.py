@@ -31,10 +31,11 @@ from pathlib import Path
 from ..config import (config_from_dict, config_to_dict, load_config, per_machine_note, read_yaml,
                       result_differences, section_overrides, split_sections)
 from ..data import list_datasets
-from ..engine.runtime import resolved_here
+from ..engine.runtime import available_cores, resolved_here
 from ..errors import CbamlabError, ConfigError, suggest, unknown
 from ..runs import CONFIG, check_study, is_complete, load_run_config, read_resolved, study_grid
-from .compare_shard import run_workers, take_shard, train_one
+from . import pool
+from .compare_shard import take_shard, train_one
 from .variants import Variant, parse_variants
 
 log = logging.getLogger(__name__)
@@ -208,8 +209,10 @@ def run_compare(base_cfg, variants, seeds, out_dir, datasets=None, *, report: bo
             result.reused.append(r.path)
         else:
             todo.append(r)
-    if workers > 1 and len(todo) > 1:
-        run_workers(todo, workers, finished)
+    if workers > 1 and len(todo) > 1:  # a failed run stops the ones not started yet; the running ones finish
+        log.info("%d runs at once, %d intra-op thread(s) each (%d cores)", workers, pool.threads_per_worker(workers),
+                 available_cores())
+        pool.run(train_one, todo, workers, on_done=lambda r, outcome: finished(r, *outcome))
     else:
         for r in todo:
             log.info("%s: %s", tags[r.path], "resuming" if (r.path / CONFIG).is_file() else "training")

@@ -15,20 +15,15 @@ OUT/compare.json (`runs.check_study`); every later one (any shard) is checked ag
 written, so a shard started with another config, or on a machine that resolves "auto" otherwise, is refused
 with the keys that differ instead of adding runs of another recipe.
 
-`--workers K` trains K runs at once in K worker processes, each with cores // K intra-op threads, instead of
-K runs fighting over every core.
+`--workers K` trains K runs at once, each claimed and trained by `train_one` in a worker of `pool.py` (cores // K
+intra-op threads each), instead of K runs fighting over every core.
 """
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import re
-from concurrent.futures import ProcessPoolExecutor, as_completed
-
-import torch
 
 from .. import engine  # engine.fit is looked up at call time (tests stand in for it)
-from ..engine.runtime import available_cores
 from ..errors import ConfigError
 from ..runs import CONFIG, RunDirInUse, claim_run_dir, is_complete, read_summary
 
@@ -68,29 +63,3 @@ def train_one(run) -> tuple[str, object]:
             return ("resumed" if started else "trained"), engine.fit(run.cfg, run.path, resume=started)
     except RunDirInUse as e:
         return "busy", str(e)
-
-
-def _init_worker(threads: int, level: int) -> None:
-    torch.set_num_threads(threads)  # fit's automatic thread count never exceeds it
-    logging.basicConfig(level=level, format="%(message)s", force=True)
-
-
-def run_workers(runs: list, workers: int, on_done) -> None:
-    """`train_one` over `runs`, `workers` at a time in worker processes; `on_done(run, status, value)` as each
-    ends. A run that fails stops the ones not started yet; the ones running finish."""
-    cores = available_cores()
-    threads = max(1, cores // workers)
-    if workers > cores:
-        log.warning("--workers %d on %d cores: each run gets 1 thread and they still share cores", workers, cores)
-    log.info("%d runs at once, %d intra-op thread(s) each (%d cores)", workers, threads, cores)
-    ctx = multiprocessing.get_context("spawn")  # a clean interpreter per worker: no inherited threads or locks
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads, logging.getLogger().getEffectiveLevel())) as pool:
-        futures = {pool.submit(train_one, r): r for r in runs}
-        try:
-            for f in as_completed(futures):
-                on_done(futures[f], *f.result())
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise

@@ -14,14 +14,14 @@ from optuna.trial import TrialState
 
 from ...config import config_from_dict, config_to_dict, load_config, result_part, section_overrides, split_sections
 from ...engine import fit
-from ...engine.runtime import available_cores
 from ...errors import CbamlabError
 from ...runs import is_complete, read_summary, write_tune_record
+from .. import pool
 from .settings import DEFAULT_SPACE, TUNE_KEYS, TuneSettings, parse_tune_section, val_fraction_of
 from .storage import (StorageSpec, count_trials, fail_dead_trials, open_storage, open_study,
                            resolve_storage)
 from . import worker
-from .worker import WorkerJob, run_worker, run_workers, target_reached
+from .worker import WorkerJob, run_spawned, run_worker, target_reached
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,10 @@ def _search(job_args: dict, workers: int, remaining: int, storage) -> int:
         return run_worker(WorkerJob(**job_args, quota=remaining), storage)
     k = min(workers, remaining)
     quotas = [remaining // k + (1 if i < remaining % k else 0) for i in range(k)]
-    threads = max(1, available_cores() // k)
+    threads = pool.threads_per_worker(k)
     log.info("starting %d worker processes (%s trials, %d threads each)", k, "+".join(map(str, quotas)), threads)
-    return run_workers([WorkerJob(**job_args, quota=q, worker_index=i, threads=threads)
-                        for i, q in enumerate(quotas)])
+    jobs = [WorkerJob(**job_args, quota=q, worker_index=i, threads=threads) for i, q in enumerate(quotas)]
+    return sum(pool.run(run_spawned, jobs, k, stop_on_error=False))  # each job runs to its end
 
 
 def retrain(base: dict, settings: TuneSettings, best: optuna.trial.FrozenTrial, study_dir: Path,
@@ -160,7 +160,7 @@ def run_tune(base: dict, settings: TuneSettings, out_dir, *, study_name: str | N
     if remaining > 0 and not reached:
         job_args = dict(storage=spec, study_name=study_name, settings=settings, base=base, study_dir=study_dir,
                         trials=trials, deadline=None if timeout is None else t0 + timeout, target=target,
-                        objective=objective, log_level=logging.getLogger().getEffectiveLevel())
+                        objective=objective)
         ran = _search(job_args, workers, remaining, opened)
     study = optuna.load_study(study_name=study_name, storage=opened)
     reached = target_reached(study, target)

@@ -1,23 +1,21 @@
 """One tuning worker: run trials of a shared study until the study holds enough, time is up or the target is met.
 
-The same loop runs in-process (`--workers 1`) and in each of K spawned processes (`--workers K`), and on any
-number of machines pointed at one database. Before each trial it fails the trials of dead workers and counts
-the study's COMPLETE + PRUNED + RUNNING trials, so the study ends with the number asked for however many
-workers share it; each local worker also has a quota so K local workers never overshoot.
+The same loop runs in-process (`--workers 1`), in each of K workers of `experiments/pool.py` (`--workers K`,
+through `run_spawned`), and on any number of machines pointed at one database. Before each trial it fails the
+trials of dead workers and counts the study's COMPLETE + PRUNED + RUNNING trials, so the study ends with the
+number asked for however many workers share it; each local worker also has a quota so K local workers never
+overshoot.
 """
 from __future__ import annotations
 
 import logging
 import math
-import multiprocessing as mp
-import os
 import shutil
-import signal
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -78,7 +76,6 @@ class WorkerJob:
     worker_index: int = 0
     threads: int = 0           # train.threads for this worker's runs (0: leave the config's)
     objective: Callable[[optuna.Trial, TrialContext], float] = train_objective
-    log_level: int = logging.INFO
 
 
 def target_reached(study: optuna.Study, target: float | None) -> bool:
@@ -169,55 +166,8 @@ def run_worker(job: WorkerJob, storage=None) -> int:
     return ran
 
 
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt  # optuna marks the running trial FAIL on the way out
-
-
-def worker_process(job: WorkerJob, results) -> None:
-    """Entry point of a spawned worker: logs with a prefix, reports ("ok", n) or ("error", message)."""
-    logging.basicConfig(level=job.log_level, format=f"[worker {job.worker_index}] %(message)s", force=True)
+def run_spawned(job: WorkerJob) -> int:
+    """`run_worker` in a worker process of `experiments/pool.py`, which opens its own storage; optuna's own
+    per-trial lines are left out there (`_log_result` writes one line per trial)."""
     logging.getLogger("optuna").setLevel(logging.ERROR)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        results.put((job.worker_index, "ok", run_worker(job)))
-    except CbamlabError as e:
-        results.put((job.worker_index, "error", " ".join(str(e).split())))
-    except KeyboardInterrupt:
-        results.put((job.worker_index, "error", "interrupted"))
-    except Exception as e:  # noqa: BLE001 - reported to the parent, which turns it into one error line
-        log.exception("worker %d crashed", job.worker_index)
-        results.put((job.worker_index, "error", f"{type(e).__name__}: {e}"))
-
-
-def run_workers(jobs: list[WorkerJob]) -> int:
-    """Run each job in its own spawned process; wait for all. Returns the trials run; raises on a worker error."""
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    procs = [ctx.Process(target=worker_process, args=(job, results), name=f"cbamlab-tune-{job.worker_index}")
-             for job in jobs]
-    for p in procs:
-        p.start()
-    try:
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGTERM)
-        for p in procs:
-            p.join(30)
-        raise
-    reports: dict[int, Any] = {}
-    while not results.empty() or len(reports) < len(jobs):
-        try:
-            index, status, value = results.get(timeout=5)
-        except Exception:  # noqa: BLE001 - queue.Empty: a worker died without reporting
-            break
-        reports[index] = (status, value)
-    ran = 0
-    for job, p in zip(jobs, procs):
-        status, value = reports.get(job.worker_index, ("error", f"exited with status {p.exitcode}"))
-        if status != "ok":
-            raise CbamlabError(f"tuning worker {job.worker_index} stopped: {value}")
-        ran += value
-    return ran
+    return run_worker(job)
