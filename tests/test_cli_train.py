@@ -76,8 +76,8 @@ def test_predict_png_and_jpeg(run_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", pytest.param("pt2", marks=pytest.mark.slow)])
 def test_export_matches_the_model(run_dir, tmp_path, fmt, capsys):
-    from cbamlab.engine.export import SUFFIX, load_export
-    from cbamlab.engine.predict import load_run
+    from cbamlab.inference.export import SUFFIX, load_export
+    from cbamlab.inference.predict import load_run
 
     assert main(["export", "--run", str(run_dir), "--format", fmt]) == 0
     out = run_dir / "export" / f"model{SUFFIX[fmt]}"  # the default place

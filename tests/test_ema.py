@@ -13,7 +13,7 @@ from cbamlab.config import load_config
 from cbamlab.engine import fit
 from cbamlab.engine.ema import ModelEma, ema_decay
 from cbamlab.engine.loop import train_one_epoch
-from cbamlab.engine.predict import evaluate_config, load_run
+from cbamlab.inference.predict import evaluate_config, load_run
 from cbamlab.errors import ConfigError
 from cbamlab.runs import read_metrics
 

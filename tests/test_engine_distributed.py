@@ -22,7 +22,7 @@ from cbamlab.config import load_config
 from cbamlab.engine import fit
 from cbamlab.engine import distributed
 from cbamlab.engine.loop import evaluate
-from cbamlab.engine.predict import evaluate_config, load_run
+from cbamlab.inference.predict import evaluate_config, load_run
 from cbamlab.runs import LAST_WEIGHTS, load_weights, read_metrics
 
 # digits: 1438 training images = 5 global batches of 256 and a last one of 158 (79 per rank); 359 test images

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from cbamlab.engine.export import CHECK_BATCHES, FORMATS, TRACE_BATCH, export_model, load_export
+from cbamlab.inference.export import CHECK_BATCHES, FORMATS, TRACE_BATCH, export_model, load_export
 from cbamlab.errors import CbamlabError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

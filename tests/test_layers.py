@@ -9,14 +9,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cbamlab"
 
 # package -> the packages it must never import
 FORBIDDEN = {
-    "models": {"config", "runs", "engine", "experiments", "explain", "report", "cli"},
-    "data": {"config", "runs", "engine", "experiments", "explain", "report", "cli"},
-    "config": {"runs", "engine", "experiments", "explain", "report", "cli"},
-    "runs": {"engine", "experiments", "explain", "report", "cli"},
-    "engine": {"experiments", "explain", "report", "cli"},
-    "report": {"experiments", "explain", "cli"},   # report/explain.py reads explain's output files only
-    "experiments": {"explain", "report", "cli"},
-    "explain": {"experiments", "report", "cli"},    # it loads runs and models; the CLI asks for its report
+    "models": {"config", "runs", "engine", "inference", "experiments", "explain", "report", "cli"},
+    "data": {"config", "runs", "engine", "inference", "experiments", "explain", "report", "cli"},
+    "config": {"runs", "engine", "inference", "experiments", "explain", "report", "cli"},
+    "runs": {"engine", "inference", "experiments", "explain", "report", "cli"},
+    "engine": {"inference", "experiments", "explain", "report", "cli"},  # training only
+    "inference": {"experiments", "explain", "report", "cli"},  # eval, predict, export: on the engine
+    "report": {"inference", "experiments", "explain", "cli"},  # report/explain.py reads explain's output files only
+    "experiments": {"inference", "explain", "report", "cli"},
+    "explain": {"experiments", "report", "cli"},  # it loads models through inference; the CLI asks for its report
 }
 # modules a package may import from a layer it must not (package -> dotted names): none today
 EXCEPT: dict[str, tuple[str, ...]] = {}

@@ -14,7 +14,8 @@ from cbamlab import runs as rundir
 from cbamlab.cli import main
 from cbamlab import config
 from cbamlab.config import load_config
-from cbamlab.engine import predict, runtime
+from cbamlab.engine import runtime
+from cbamlab.inference import predict
 from cbamlab.engine.build import build_model
 from cbamlab.engine.runtime import DeviceFacts, resolve_precision
 from cbamlab.errors import CbamlabError

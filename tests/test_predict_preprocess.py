@@ -10,7 +10,7 @@ from PIL import Image
 
 from cbamlab.cli import main
 from cbamlab.data import load_dataset, make_loaders
-from cbamlab.engine.predict import load_input_batch, load_run
+from cbamlab.inference.predict import load_input_batch, load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = 16

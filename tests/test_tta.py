@@ -11,7 +11,7 @@ from cbamlab.cli import main
 from cbamlab.config import config_to_dict, load_config
 from cbamlab.engine import fit
 from cbamlab.engine.loop import evaluate
-from cbamlab.engine.predict import evaluate_config, load_run
+from cbamlab.inference.predict import evaluate_config, load_run
 from cbamlab.errors import CbamlabError, ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..config import TTA, config_to_dict, load_config
 from ..data import load_dataset
-from ..engine.predict import evaluate_config, load_run, load_weights_file
+from ..inference.predict import evaluate_config, load_run, load_weights_file
 from ..errors import ConfigError
 
 DESCRIPTION = """Evaluate a trained model on the test split (else the validation split) and print top-1/top-5.

@@ -5,8 +5,8 @@ import argparse
 import math
 from pathlib import Path
 
-from ..engine.export import SUFFIX, export_model
-from ..engine.predict import load_run
+from ..inference.export import SUFFIX, export_model
+from ..inference.predict import load_run
 from ..errors import CbamlabError
 
 DESCRIPTION = """Export the model of a run directory to ONNX (run with onnxruntime), traced TorchScript or

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from .._io import image_size_guard
 from ..data.folder_index import IMAGE_EXTENSIONS
-from ..engine.predict import load_input_batch, load_run, predict_topk
+from ..inference.predict import load_input_batch, load_run, predict_topk
 from ..errors import CbamlabError, DataError
 
 DESCRIPTION = """Classify image files (PNG, JPEG) with the model of a run directory. Each image is converted to

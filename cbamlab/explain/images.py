@@ -14,7 +14,7 @@ import torch
 
 from ..data import load_dataset, normalize_batch
 from ..data.types import TensorSplit
-from ..engine.predict import load_input_batch
+from ..inference.predict import load_input_batch
 from ..errors import CbamlabError, unknown
 
 log = logging.getLogger(__name__)

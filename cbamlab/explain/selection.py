@@ -1,7 +1,7 @@
 """Which models to explain: one run directory, a run `--against` another, or every CBAM/SE variant of a
 `cbamlab compare` folder with its plain twin of the same seed.
 
-`load_model` is the only place that reads a run directory (through the engine's reader), so a change of the
+`load_model` is the only place that reads a run directory (through `cbamlab.inference.predict`), so a change of the
 run-directory module is one edit here.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..engine import predict as _engine_predict
+from ..inference import predict as _predict
 from .. import runs as _rundir
 from ..errors import CbamlabError
 from ..models import model_info
@@ -43,7 +43,7 @@ def load_model(run_dir, checkpoint: str = "last") -> ExplainedModel:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CbamlabError(f"no such run directory: {run_dir}")
-    loaded = _engine_predict.load_run(run_dir, checkpoint)
+    loaded = _predict.load_run(run_dir, checkpoint)
     name = loaded.cfg.model.name
     label = loaded.cfg.model.label or name  # a compare study's named variant keeps its name here
     return ExplainedModel(label=label, model=loaded.model, name=name, attn=model_info(name).attn,

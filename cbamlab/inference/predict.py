@@ -14,9 +14,9 @@ from ..data.preprocess import Preprocess, for_dataset, read_file, to_input
 from ..data.types import DatasetInfo
 from ..errors import CbamlabError, CheckpointError
 from .. import runs
-from .build import build_model, check_fits
-from .loop import evaluate
-from .runtime import precision_for, select_device, set_threads
+from ..engine.build import build_model, check_fits
+from ..engine.loop import evaluate
+from ..engine.runtime import precision_for, select_device, set_threads
 
 log = logging.getLogger(__name__)
 
