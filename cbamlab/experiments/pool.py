@@ -97,13 +97,15 @@ def _drive(pool, tasks, on_done, stop_on_error) -> list:
         ready = set(wait([pool[w][1] for w in busy] + [pool[w][0].sentinel for w in busy]))
         for w in list(busy):
             p, conn = pool[w]
-            if conn in ready or (p.sentinel in ready and conn.poll()):
-                kind, value = conn.recv()
-            elif p.sentinel in ready:
+            if conn not in ready and p.sentinel not in ready:
+                continue
+            try:  # a dead worker's pipe reads as ready too, and ends before a whole report
+                kind, value = conn.recv() if conn in ready or conn.poll() else (None, None)
+            except EOFError:
+                kind = None
+            if kind is None:
                 p.join()
                 kind, value = "error", f"exited with status {_exit_status(p.exitcode)} without reporting"
-            else:
-                continue
             index = busy.pop(w)
             if kind == "ok":
                 values[index] = value
