@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from . import stats
 from .groups import Group, attn_kind, finite
-from .tables import pm
+from .tables import holm_column, holm_families, pm
 
 
 @dataclass
@@ -61,6 +61,8 @@ def rows(group: Group, confidence: float = 0.95) -> list[Row]:
                        _maps(group, variant)))
     if not any(r.reference is not None or r.maps for r in out):
         return []
+    for row, pair in zip(out, holm_families([(r.reference, r.delta_top1) for r in out])):
+        row.delta_top1 = pair
     return out
 
 
@@ -87,7 +89,7 @@ def table(entries: list[Row]) -> tuple[list[str], list[list[str]]]:
             m = r.maps.get(s)
             cells.append("n/a (no spatial gate)" if m is None else f"{m[0]:.2f}–{m[1]:.2f} ({m[2]:.2f})")
         body.append([r.variant, str(r.n), pm(r.top1)] + cells)
-    return header, body
+    return holm_column(header, body, [r.delta_top1 for r in entries])
 
 
 def sentences(table: list[Row]) -> list[str]:

@@ -9,6 +9,10 @@ The t-test alone can claim any certainty from a few seeds: when every seed diffe
 the spread is near zero and t is huge. The sign-flip test assumes only that, with no real difference, each
 difference was as likely to have the other sign; with n pairs its p-value cannot go below 2 / 2**n. A difference
 is called significant only when both tests say so, which takes at least `min_seeds()` seeds (6 for p < 0.05).
+
+One baseline compared with several variants is a family of tests: one p < 0.05 among seven is what chance gives
+about a third of the time. From HOLM_MIN_FAMILY comparisons with one baseline, both tests' p-values are
+Holm-adjusted over the family (`holm`) and significance goes by the adjusted ones.
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ RELATIVE_TOLERANCE = 1e-9
 # above, it is estimated from MONTE_CARLO_DRAWS seeded random patterns.
 EXACT_MAX_N = 40
 MONTE_CARLO_DRAWS = 2 ** 16
+# From this many comparisons with one baseline their p-values are Holm-adjusted; one or two are read as they are.
+HOLM_MIN_FAMILY = 3
 
 
 def min_seeds(alpha: float = 0.05) -> int:
@@ -57,7 +63,8 @@ class Summary:
 @dataclass(frozen=True)
 class Paired:
     """Differences a_i - b_i over n pairs: mean, sample std, `confidence` t interval of the mean, the paired
-    t-test (`p_value`: nan when every difference is the same non-zero value) and the exact sign-flip p-value."""
+    t-test (`p_value`: nan when every difference is the same non-zero value) and the exact sign-flip p-value;
+    in a family of `family` > 1 comparisons with one baseline, both p-values Holm-adjusted over it as well."""
 
     n: int
     mean: float
@@ -69,6 +76,13 @@ class Paired:
     wilcoxon_p: float | None = None
     confidence: float = 0.95
     sign_flip_p: float = math.nan
+    family: int = 1
+    holm_p: float = math.nan
+    holm_sign_flip_p: float = math.nan
+
+    def ps(self) -> tuple[float, float]:
+        """(t-test p, sign-flip p) that the verdict goes by: Holm-adjusted in a family, else each test's own."""
+        return (self.holm_p, self.holm_sign_flip_p) if self.family > 1 else (self.p_value, self.sign_flip_p)
 
 
 def _floats(xs: Sequence[float], what: str = "values") -> list[float]:
@@ -208,11 +222,29 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], confidence: float 
                   wilcoxon_p=wilcoxon_p(a, b), confidence=confidence, sign_flip_p=sign_flip_p(d))
 
 
+def holm(ps: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values, in the order given (Holm 1979, Scand. J. Statist. 6: 65-70).
+
+    The m p-values sorted ascending, the i-th (from 1) is multiplied by m - i + 1, raised to its predecessor's
+    adjusted value (step-down: the order is kept) and capped at 1. Calling significant only the adjusted p-values
+    below alpha keeps the chance of any false claim in the family at alpha, whatever the tests' dependence;
+    [0.01, 0.04, 0.03, 0.20] gives [0.04, 0.09, 0.09, 0.20]. None (no test) passes through and does not count in m.
+    """
+    given = sorted((p, i) for i, p in enumerate(ps) if p is not None)
+    if any(not 0.0 <= p <= 1.0 for p, _ in given):
+        raise CbamlabError(f"p-values must be in [0, 1], got {[p for p in ps if p is not None]}")
+    out, running = list(ps), 0.0
+    for rank, (p, i) in enumerate(given):
+        running = max(running, min(1.0, (len(given) - rank) * p))
+        out[i] = running
+    return out
+
+
 def significant(pair: Paired, alpha: float = 0.05) -> bool:
-    """Both the paired t-test and the exact sign-flip test below `alpha`: never on zero spread (t undefined),
-    never with fewer than min_seeds(alpha) pairs (the sign-flip p-value cannot get there)."""
-    return (pair.n >= 2 and not math.isnan(pair.p_value) and pair.p_value < alpha
-            and not math.isnan(pair.sign_flip_p) and pair.sign_flip_p < alpha)
+    """Both the paired t-test and the exact sign-flip test below `alpha` (Holm-adjusted in a family): never on
+    zero spread (t undefined), never with fewer than min_seeds(alpha) pairs (the sign-flip p cannot get there)."""
+    t_p, flip_p = pair.ps()
+    return pair.n >= 2 and not math.isnan(t_p) and t_p < alpha and not math.isnan(flip_p) and flip_p < alpha
 
 
 def format_p(p: float | None) -> str:
@@ -224,9 +256,12 @@ def format_p(p: float | None) -> str:
 
 
 def _ps(pair: Paired) -> str:
-    """'t-test p = 0.07, sign-flip p = 0.25' (the t-test part left out when it is undefined)."""
-    flip = f"sign-flip p = {format_p(pair.sign_flip_p)}"
-    return flip if math.isnan(pair.p_value) else f"t-test p = {format_p(pair.p_value)}, {flip}"
+    """'t-test p = 0.07, sign-flip p = 0.25' (the t-test part left out when it is undefined), in a family
+    'Holm-adjusted over 7: t-test p = 0.14, sign-flip p = 0.28'."""
+    t_p, flip_p = pair.ps()
+    text = f"sign-flip p = {format_p(flip_p)}"
+    text = text if math.isnan(t_p) else f"t-test p = {format_p(t_p)}, {text}"
+    return text if pair.family == 1 else f"Holm-adjusted over {pair.family}: {text}"
 
 
 def verdict(name: str, baseline: str, pair: Paired, metric: str = "top-1", scale: float = 100.0,

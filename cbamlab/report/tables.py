@@ -3,11 +3,15 @@ with its 95 % interval and p-value, cost (params, MACs, speed), n, device and to
 
 `rows(group)` computes the numbers once; `table(rows)` formats them as (header, cells), which the report's
 renderers (`render`) write as markdown and HTML.
+
+Where one baseline is compared with stats.HOLM_MIN_FAMILY or more variants (this table against the plain net, the
+ablation table against default CBAM), `holm_families`, `holm_column` and `holm_note` are the one place that
+adjusts both p-values over that family, adds the adjusted sign-flip p as a column and says so under the table.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import CbamlabError
 from . import stats
@@ -15,6 +19,7 @@ from .groups import Group, attn_kind, finite
 
 COLUMNS = ("variant", "n", "top-1 %", "top-5 %", "Δ top-1 vs baseline (95 % CI)", "p (paired t)",
            "p (sign-flip)", "params", "MACs", "train img/s", "latency ms", "device", "torch")
+HOLM_COLUMN = "p (Holm, sign-flip)"  # follows "p (sign-flip)" in a table with a Holm-adjusted family
 
 
 @dataclass
@@ -112,7 +117,50 @@ def rows(group: Group, confidence: float = 0.95) -> list[Row]:
             device=_distinct(r.summary.get("device") or r.env.get("device") for r in runs),
             torch=_distinct(r.summary.get("torch_version") or r.env.get("torch") for r in runs),
             is_baseline=attn_kind(group.model_of(variant)) == "none"))
+    for row, pair in zip(out, holm_families([(r.baseline, r.delta_top1) for r in out])):
+        row.delta_top1 = pair
     return out
+
+
+def holm_families(compared: list[tuple[str | None, stats.Paired | None]]) -> list[stats.Paired | None]:
+    """The pairs of (baseline, pair), each with both p-values Holm-adjusted over its family (the pairs with its
+    baseline) where that family has stats.HOLM_MIN_FAMILY or more; the others as they were, so a study of one
+    or two comparisons reads as before. An undefined t-test p (no spread) counts as 1 and stays undefined."""
+    out = [pair for _, pair in compared]
+    families: dict[str | None, list[int]] = {}
+    for i, (baseline, pair) in enumerate(compared):
+        if pair is not None:
+            families.setdefault(baseline, []).append(i)
+    for members in (m for m in families.values() if len(m) >= stats.HOLM_MIN_FAMILY):
+        pairs = [out[i] for i in members]
+        t_ps = stats.holm([1.0 if math.isnan(p.p_value) else p.p_value for p in pairs])
+        flip_ps = stats.holm([1.0 if math.isnan(p.sign_flip_p) else p.sign_flip_p for p in pairs])
+        for i, pair, t_p, flip_p in zip(members, pairs, t_ps, flip_ps):
+            out[i] = replace(pair, family=len(members), holm_sign_flip_p=flip_p,
+                             holm_p=math.nan if math.isnan(pair.p_value) else t_p)
+    return out
+
+
+def holm_column(header: list[str], body: list[list[str]],
+                pairs: list[stats.Paired | None]) -> tuple[list[str], list[list[str]]]:
+    """The table with HOLM_COLUMN after "p (sign-flip)" (each row's pair in `pairs`) when some family was
+    adjusted; unchanged otherwise."""
+    if not any(p is not None and p.family > 1 for p in pairs):
+        return header, body
+    at = header.index("p (sign-flip)") + 1
+    cells = ["" if p is None or p.family == 1 else stats.format_p(p.holm_sign_flip_p) for p in pairs]
+    return header[:at] + [HOLM_COLUMN] + header[at:], [r[:at] + [c] + r[at:] for r, c in zip(body, cells)]
+
+
+def holm_note(compared: list[tuple[str | None, stats.Paired | None]]) -> list[str]:
+    """The sentence under a table with an adjusted family, naming its size and baseline; [] for none."""
+    families = dict.fromkeys((b, p.family) for b, p in compared if p is not None and p.family > 1)
+    if not families:
+        return []
+    over = " and ".join(f"the {k} comparisons with {b}" for b, k in families)
+    return [f"p-values are Holm-adjusted over {over} in {HOLM_COLUMN} and in the sentences below, so the chance "
+            "of calling any of them significant when none differs stays at most 0.05; p (paired t) and "
+            "p (sign-flip) are each comparison's own."]
 
 
 def sentences(table: list[Row]) -> list[str]:
@@ -141,7 +189,7 @@ def columns(table: list[Row]) -> tuple[list[str], bool]:
 def table(entries: list[Row]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the comparison table, cells formatted."""
     cols, shared = columns(entries)
-    return cols, [row.cells(shared) for row in entries]
+    return holm_column(cols, [row.cells(shared) for row in entries], [row.delta_top1 for row in entries])
 
 
 def per_seed(group: Group) -> tuple[list[str], list[list[str]]]:

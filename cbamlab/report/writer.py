@@ -145,9 +145,11 @@ def build_sweeps(groups: list[Group]) -> list[Sweep]:
 
 def comparison_section(c: Comparison) -> Section:
     blocks = [Text(f"Recipe: {c.recipe_line}."), Note(c.notes), Table(*tables.table(c.rows), css="main"),
+              *map(Text, tables.holm_note([(r.baseline, r.delta_top1) for r in c.rows])),
               Bullets(c.sentences), Text(PER_SEED_INTRO), Table(*tables.per_seed(c.group))]
     if c.ablation:
         blocks += [Text(ablation.intro(c.group)), Table(*ablation.table(c.ablation)),
+                   *map(Text, tables.holm_note([(r.reference, r.delta_top1) for r in c.ablation])),
                    Bullets(ablation.sentences(c.ablation))]
     if c.last_epochs is not None:
         blocks += [Text(CONVERGENCE_INTRO.format(split=c.last_epochs.split)),
