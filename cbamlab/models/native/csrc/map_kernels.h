@@ -82,15 +82,21 @@ at::MemoryFormat layout_of(const Geo& g) {
 constexpr int64_t kGrain = 32768;
 inline int64_t grain(int64_t work) { return std::max<int64_t>(1, kGrain / std::max<int64_t>(work, 1)); }
 
-// First maximum of lane maxima `m` with their indices `ix` (ties: lowest index).
+// Horizontal reductions of one vector in shuffles (at::vec::vec_reduce_all), not a loop over its lanes: for
+// channels_last maps with few channels a row is one or two vectors, and a lane loop would cost more than the row.
 template <typename A>
-void lane_argmax(const A* m, const A* ix, int64_t n, A& best, A& best_ix) {
-  for (const auto j : c10::irange(n)) {
-    if (m[j] > best || (m[j] == best && ix[j] < best_ix)) {
-      best = m[j];
-      best_ix = ix[j];
-    }
-  }
+inline A lane_sum(const Vectorized<A>& v) {
+  return at::vec::vec_reduce_all<A>([](const Vectorized<A>& a, const Vectorized<A>& b) { return a + b; }, v);
+}
+
+// First maximum of lane maxima `m` (never NaN: a lane takes only values > its maximum) with their first indices
+// `ix`: the largest maximum, and among the lanes holding it the lowest index (ties: the first position).
+template <typename A>
+inline void lane_argmax(const Vectorized<A>& m, const Vectorized<A>& ix, A& best, A& best_ix) {
+  using V = Vectorized<A>;
+  best = at::vec::vec_reduce_all<A>([](const V& a, const V& b) { return V::blendv(a, b, b > a); }, m);
+  const V at_best = V::blendv(V(std::numeric_limits<A>::infinity()), ix, m == V(best));
+  best_ix = at::vec::vec_reduce_all<A>([](const V& a, const V& b) { return V::blendv(a, b, b < a); }, at_best);
 }
 
 // Per row (b, o): sum_i x * v[b, i], and (MAX) max_i with its first arg-max. v may be null (ones).
@@ -117,16 +123,10 @@ void reduce_inner(const T* x, const acc_t<T>* v, const Geo& g, acc_t<T>* sum, ac
           cur = cur + V(A(L));
         }
       }
-      __at_align__ A lanes[L];
-      vs.store(lanes);
-      A s = 0;
-      for (const auto j : c10::irange(L)) s += lanes[j];
+      A s = lane_sum(vs);
       A best = -std::numeric_limits<A>::infinity(), best_ix = 0;
       if constexpr (MAX) {
-        __at_align__ A lane_ix[L];
-        vm.store(lanes);
-        vi.store(lane_ix);
-        if (I >= L) lane_argmax(lanes, lane_ix, L, best, best_ix);
+        if (I >= L) lane_argmax(vm, vi, best, best_ix);
       }
       for (; i < I; ++i) {  // the tail comes after every vector position: strict > keeps the first maximum
         A e = static_cast<A>(row[i]) * (vr ? vr[i] : A(1));
@@ -260,12 +260,7 @@ void fused_map_impl(const T* d, const T* x, const MapTerms<acc_t<T>>& tm, const 
         if constexpr (WRITE) y[off + i] = static_cast<T>(e);
         if constexpr (RO) sro += static_cast<A>(x[off + i]) * e;
       }
-      if constexpr (RO) {
-        __at_align__ A lanes[L];
-        vro.store(lanes);
-        for (const auto j : c10::irange(L)) sro += lanes[j];
-        ro[r] = sro;
-      }
+      if constexpr (RO) ro[r] = sro + lane_sum(vro);
     }
   });
 }

@@ -123,11 +123,7 @@ void conv_backward(const A* in0, const A* in1, const A* w, const A* da, int64_t 
               }
               if (j < pda.Wv) acc0 = at::vec::fmadd(V::loadu(g + j), V::loadu(x + j), acc0);
             }
-            __at_align__ A lanes[L];
-            (acc0 + acc1).store(lanes);
-            A s = 0;
-            for (int64_t j = 0; j < L; ++j) s += lanes[j];
-            pw[(c * k + kh) * k + kw] = s;
+            pw[(c * k + kh) * k + kw] = lane_sum(acc0 + acc1);
           }
     }
   });
@@ -206,10 +202,7 @@ void gemm_nt(const A* a, const A* b, const A* bias, int64_t R, int64_t N, int64_
       V acc(A(0));
       int64_t k = 0;
       for (; k + L <= K; k += L) acc = at::vec::fmadd(V::loadu(x + k), V::loadu(y + k), acc);
-      __at_align__ A lanes[L];
-      acc.store(lanes);
-      A s = bias ? bias[n] : A(0);
-      for (const auto j : c10::irange(L)) s += lanes[j];
+      A s = (bias ? bias[n] : A(0)) + lane_sum(acc);
       for (; k < K; ++k) s += x[k] * y[k];
       out[r * N + n] = s;
     }
