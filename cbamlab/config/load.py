@@ -92,10 +92,17 @@ def split_sections(d: dict, names=EXTRA_SECTIONS) -> tuple[dict, dict]:
     return d, extras
 
 
-def read_yaml(path: str | Path) -> dict:
+EXTENDS = "extends"
+
+
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """A YAML file's top-level mapping. `extends: other.yaml` (a path relative to this file) reads that file first
+    and lays this one over it, mapping by mapping (`merge`): a study's file names the recipe it runs under and
+    changes only what it must, so the recipe has one home."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"no such config file: {path}")
+        where = f" (extended by {_chain[-1]})" if _chain else ""
+        raise ConfigError(f"no such config file: {path}{where}")
     try:
         d = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
@@ -107,7 +114,26 @@ def read_yaml(path: str | Path) -> dict:
         return {}
     if not isinstance(d, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    return d
+    if EXTENDS not in d:
+        return d
+    base = d.pop(EXTENDS)
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: {EXTENDS}: must be the path of another YAML file, got {base!r}")
+    chain = (*_chain, path.resolve())
+    base_path = (path.parent / base).resolve()
+    if base_path in chain:
+        raise ConfigError(f"{path}: {EXTENDS}: {base} extends itself "
+                          f"({' -> '.join(str(p) for p in (*chain, base_path))})")
+    return merge(read_yaml(base_path, chain), d)
+
+
+def merge(base: dict, top: dict) -> dict:
+    """`top` laid over `base`: mappings merge key by key, any other value (a list, a number) replaces. A new
+    mapping; neither argument changes."""
+    out = copy.deepcopy(base)
+    for k, v in top.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
 
 
 def load_config(path_or_dict: str | Path | dict | None = None, overrides=()) -> Config:
