@@ -163,3 +163,46 @@ def test_a_real_ablation_study_through_the_cli(tmp_path, capsys):
                  "--set", "compare.seeds=1", "--set", "train.epochs=1", "--set", "train.threads=1",
                  "--set", "train.progress=false", "--no-report"]) == 0
     assert "0 runs trained, 3 reused" in capsys.readouterr().out
+
+
+ABLATION = ["resnet20", "resnet20_cbam", K3, {"name": "gamma1", "model": "resnet20_cbam",
+                                             "options": {"spatial_bn_zero_init": False}}]
+
+
+@pytest.mark.parametrize("only, labels", [(None, ["resnet20", "resnet20_cbam", "cbam_k3", "gamma1"]),
+                                          (["gamma1", "resnet20"], ["resnet20", "gamma1"]),  # the list's order
+                                          ("cbam_k3", ["cbam_k3"])])
+def test_compare_only_takes_labels_of_the_variant_list(only, labels):
+    section = {"variants": ABLATION, "seeds": 2, **({"only": only} if only is not None else {})}
+    spec = compare.parse_compare_section(section)
+    assert [v.label for v in spec.variants] == labels
+    assert all(v.options == {"kernel_size": 3} for v in spec.variants if v.label == "cbam_k3")
+
+
+@pytest.mark.parametrize("only, message", [(["cbam_k4"], r"'cbam_k4' is not a variant of this comparison "
+                                                         r"\(did you mean cbam_k3\?\); known: resnet20, "),
+                                           ([], "expected a non-empty list of variant labels"),
+                                           ([3], "expected a non-empty list of variant labels")])
+def test_compare_only_refuses_what_the_list_does_not_hold(only, message):
+    with pytest.raises(ConfigError, match=message):
+        compare.parse_compare_section({"variants": ABLATION, "only": only})
+
+
+def test_a_study_run_a_few_variants_at_a_time_fills_one_folder(tmp_path, capsys):
+    """`--set compare.only=[...]` trains a share of a config's variants; a later call with others reuses those runs
+    and the report of the folder holds every variant trained so far."""
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(json.dumps({"data": {"name": "digits"}, "train": {"epochs": 1, "threads": 1, "progress": False},
+                               "compare": {"variants": ABLATION, "seeds": 1}}), encoding="utf-8")
+    out = tmp_path / "study"
+    base = ["compare", "--config", str(cfg), "--out", str(out), "-q"]
+    assert main([*base, "--set", "compare.only=[resnet20,gamma1]"]) == 0
+    assert "2 runs trained" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "digits").iterdir()) == ["gamma1", "resnet20"]
+    assert main([*base, "--set", "compare.only=[resnet20,resnet20_cbam]"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 runs trained, 1 reused" in printed
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert all(f"| {label} | 1 |" in md for label in ("resnet20", "resnet20_cbam", "gamma1"))
+    assert main([*base, "--set", "compare.only=[kernel3]"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: compare.only: 'kernel3' is not a variant")

@@ -45,7 +45,7 @@ DEFAULT_SEEDS = (0, 1, 2)
 # The zero-set-up default (`cbamlab compare`, `make demo`): the quick digits recipe, cut to a number of epochs
 # that trains all 9 runs in a few minutes on 2 CPU cores. configs/compare_digits.yaml holds the same.
 DEFAULT_RECIPE = {"data": {"name": "digits"}, "train": {"epochs": 5}}
-_COMPARE_KEYS = ("variants", "seeds", "datasets")
+_COMPARE_KEYS = ("variants", "seeds", "datasets", "only")
 
 
 @dataclass
@@ -81,7 +81,7 @@ def parse_compare_section(section: dict | None) -> CompareSpec:
     for k in section:
         if k not in _COMPARE_KEYS:
             raise ConfigError(f"unknown key 'compare.{k}'{suggest(k, _COMPARE_KEYS)}; known: {', '.join(_COMPARE_KEYS)}")
-    variants = parse_variants(section.get("variants", list(DEFAULT_VARIANTS)))
+    variants = _only(parse_variants(section.get("variants", list(DEFAULT_VARIANTS))), section.get("only"))
     seeds = section.get("seeds", list(DEFAULT_SEEDS))
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if seeds < 1:
@@ -101,6 +101,23 @@ def parse_compare_section(section: dict | None) -> CompareSpec:
         if dup:
             raise ConfigError(f"compare.{key}: listed twice: {', '.join(dup)}")
     return CompareSpec(variants=list(variants), seeds=list(seeds), datasets=list(datasets) if datasets else None)
+
+
+def _only(variants: list[Variant], only) -> list[Variant]:
+    """`compare.only`: train these labels of the variant list, in the list's order (`--set
+    compare.only=[resnet20,channel_only]` runs a long study a few variants at a time into one folder)."""
+    if only is None:
+        return variants
+    if isinstance(only, str):
+        only = [only]
+    labels = [v.label for v in variants]
+    if not isinstance(only, list) or not only or not all(isinstance(o, str) for o in only):
+        raise ConfigError(f"compare.only: expected a non-empty list of variant labels, got {only!r}")
+    for o in only:
+        if o not in labels:
+            raise ConfigError(f"compare.only: '{o}' is not a variant of this comparison{suggest(o, labels)}; "
+                              f"known: {', '.join(labels)}")
+    return [v for v in variants if v.label in only]
 
 
 def load_compare_config(path=None, overrides=()):
