@@ -22,11 +22,12 @@ def register(subparsers) -> None:
                     "trains K runs at once on this machine.",
         epilog="docs: docs/compare.md")
     p.add_argument("--config", metavar="FILE", help="YAML recipe with a top-level compare: section "
-                   "(variants, seeds, datasets); default: the built-in digits comparison")
+                   "(variants, seeds, datasets, only); default: the built-in digits comparison")
     p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override a recipe key (optim.lr=0.05) or the compare section (compare.seeds=5, "
-                        "compare.variants=[resnet20,resnet20_cbam]); repeatable")
+                        "compare.variants=[resnet20,resnet20_cbam], or compare.only=[resnet20,kernel3] to train "
+                        "only those labels of the variant list now); repeatable")
     p.add_argument("--shard", metavar="I/N", help="train only share I of N of the runs (0-based: I in 0..N-1), e.g. "
                    "--shard $SLURM_ARRAY_TASK_ID/4 in a job array --array=0-3; every shard gets the same --config, "
                    "--set and --out (a shared folder); the last one to finish writes the report")
