@@ -38,12 +38,6 @@ def test_every_config_loads_as_its_commands_load_it(path, capsys):
 SEARCHED = {"optim.lr", "optim.weight_decay", "train.label_smoothing", "data.augment_overrides.erasing"}
 
 
-def _searched_values(cfg) -> dict:
-    return {"optim.lr": cfg.optim.lr, "optim.weight_decay": cfg.optim.weight_decay,
-            "train.label_smoothing": cfg.train.label_smoothing,
-            "data.augment_overrides.erasing": cfg.data.augment_overrides["erasing"]}
-
-
 def test_the_best_fashion_mnist_recipe():
     cfg = load_config(ROOT / "fashion_mnist_best.yaml")
     assert cfg.model.name.endswith("_cbam") and cfg.data.name == "fashion_mnist"
@@ -75,26 +69,53 @@ def test_its_tuning_config_is_the_same_recipe_with_a_validation_split():
     assert final["data"]["augment_overrides"]["erasing"] == 0.4 and final["model"]["width"] == 1
 
 
-def test_the_recipe_holds_the_best_trial_of_the_committed_search(tmp_path):
-    """configs/fashion_mnist_best.yaml's searched values are the best complete trial of the committed optuna
-    journal (to the 4 significant digits the config keeps), and the study has the trials its config asks for."""
+def _value(cfg, key: str):
+    """A dotted key's value in a config (`data.augment_overrides.hflip`)."""
+    v = config_to_dict(cfg)
+    for part in key.split("."):
+        v = v[part]
+    return v
+
+
+# (recipe, the search that found it, its committed study): each recipe holds its search's best trial
+SEARCHES = [("fashion_mnist_best.yaml", "tune_fashion_mnist_best.yaml", "tune_fashion_best"),
+            ("fashion_mnist_20min.yaml", "tune_fashion_mnist_20min.yaml", "tune_fashion_20min")]
+
+
+@pytest.mark.parametrize("recipe, search, study_dir", SEARCHES, ids=[s[0] for s in SEARCHES])
+def test_the_recipe_holds_the_best_trial_of_the_committed_search(tmp_path, recipe, search, study_dir):
+    """The recipe's searched values are the best complete trial of the committed optuna journal (numbers to the 4
+    significant digits the config keeps), the study has the trials its config asks for, and every other key is
+    the search's base, read on all training images with the test split read once, after the last epoch."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     journal = tmp_path / "tune.journal"  # a copy: opening a journal writes a lock file beside it
-    journal.write_bytes((ROOT.parent / "results" / "tune_fashion_best" / "tune.journal").read_bytes())
-    raw = read_yaml(ROOT / "tune_fashion_mnist_best.yaml")
-    _, settings = tune.prepare(raw)
+    journal.write_bytes((ROOT.parent / "results" / study_dir / "tune.journal").read_bytes())
+    raw = read_yaml(ROOT / search)
+    base, settings = tune.prepare(raw)
     study = optuna.load_study(study_name=raw["tune"]["study"], storage=JournalStorage(JournalFileBackend(str(journal))))
     states = [t.state for t in study.trials]
     counted = sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states)
     assert counted == raw["tune"]["trials"] and optuna.trial.TrialState.RUNNING not in states
-    assert set(study.best_trial.params) == SEARCHED
-    best = _searched_values(load_config(ROOT / "fashion_mnist_best.yaml"))
-    assert best == pytest.approx(study.best_trial.params, rel=5e-4)
+    searched = set(settings.space.dists)
+    assert set(study.best_trial.params) == searched
+    cfg = load_config(ROOT / recipe)
+    for key, value in study.best_trial.params.items():
+        assert _value(cfg, key) == (pytest.approx(value, rel=5e-4) if isinstance(value, float) else value), key
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) > 1 and max(t.value for t in complete) == study.best_trial.value
-    assert set(settings.space.dists) == SEARCHED
+    final = load_config(tune.final_config(base, settings, study.best_trial.params, seed=cfg.seed))
+    final_d, cfg_d = config_to_dict(final), config_to_dict(cfg)
+    for key in searched:  # numbers rounded to 4 digits in the recipe
+        final_d_key, cfg_key = final_d, cfg_d
+        *head, last = key.split(".")
+        for part in head:
+            final_d_key, cfg_key = final_d_key[part], cfg_key[part]
+        final_d_key[last] = cfg_key[last]
+    final_d["eval"]["every"] = cfg_d["eval"]["every"]  # the search scores once at the end, the recipe tests then
+    assert final_d == cfg_d
+    assert cfg.train.eval_test and cfg.data.val_fraction == 0 and cfg.eval.every == cfg.train.epochs
 
 
 def test_converged_fashion_mnist_comparison():
@@ -138,3 +159,13 @@ def test_digits_ablation_is_the_ten_seed_recipe_with_the_papers_variants(tmp_pat
         "spatial_first": ("resnet20_cbam", {"arrangement": "spatial_first"}),
         "parallel": ("resnet20_cbam", {"arrangement": "parallel"}),
         "gamma1": ("resnet20_cbam", {"spatial_bn_zero_init": False})}
+
+
+def test_fashion_mnist_ablation_is_the_20_minute_recipe_with_the_digits_ablations_variants():
+    cfg, spec = load_compare_config(ROOT / "compare_ablation_fashion_mnist.yaml")
+    assert diff_configs(cfg, load_config(ROOT / "fashion_mnist_20min.yaml")) == []  # extends, changes nothing
+    _, digits = load_compare_config(ROOT / "compare_ablation_digits.yaml")
+    records = [v.record() for v in spec.variants]
+    assert sorted(map(str, records)) == sorted(str(v.record()) for v in digits.variants)
+    assert [v.label for v in spec.variants[:5]] == ["resnet20", "resnet20_cbam", "channel_only", "parallel", "kernel3"]
+    assert spec.seeds == [0, 1, 2, 3, 4] and cfg.model.name == "resnet20_cbam" and cfg.data.name == "fashion_mnist"
