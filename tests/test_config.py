@@ -104,7 +104,10 @@ def test_every_preset_validates(path):
     from cbamlab import list_models
     from cbamlab.data import list_datasets, list_presets
 
-    raw = yaml.safe_load(path.read_text()) or {}
+    from cbamlab.config.load import read_yaml
+
+    raw = read_yaml(path)  # follows `extends:`, as every command does
+    assert "extends" not in raw
     engine, _ = split_sections(raw, ("compare", "tune"))
     cfg = config_from_dict(engine)
     assert isinstance(cfg, Config)
