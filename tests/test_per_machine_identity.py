@@ -230,4 +230,4 @@ def test_every_committed_run_records_what_it_resolved():
             json.dumps(run.resolved, sort_keys=True))
     assert {study: [json.loads(r) for r in rs] for study, rs in found.items()} == {
         "ablation_digits": [ON_ZEN3], "digits_seeds": [ON_ZEN4], "fashion_mnist_best": [ON_ZEN3],
-        "fashion_mnist_converged": [ON_ZEN4]}
+        "fashion_mnist_converged": [ON_ZEN4], "fashion_20min": [ON_ZEN4]}
