@@ -191,6 +191,25 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_id(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's vendor, family and model numbers from /proc/cpuinfo ("AuthenticAMD family 25 model 17"): what tells
+    two machines apart whose model names a virtual machine shortens alike ("AMD EPYC" on Zen 3 and Zen 4); "" where
+    /proc/cpuinfo does not say."""
+    fields = {}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return ""
+    if not {"vendor_id", "cpu family", "model"} <= set(fields):
+        return ""
+    return f"{fields['vendor_id']} family {fields['cpu family']} model {fields['model']}"
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
@@ -204,6 +223,7 @@ def env_info(device: torch.device) -> dict:
         "cbamlab": __version__,
         "platform": platform.platform(),
         "cpu": cpu_name(),
+        "cpu_id": cpu_id(),
         "cores_available": available_cores(),
         "threads": torch.get_num_threads(),
         "device": device_name(device),

@@ -37,12 +37,26 @@ def _without_budget(recipe: dict) -> str:
     return json.dumps(r, sort_keys=True, default=str)
 
 
+def machine_of(run) -> str:
+    """The machine a run trained on, as its env.json names it: the device ("cpu (AMD EPYC, 2 threads)") and, where
+    recorded, the CPU's family and model (`runtime.cpu_id`), which tell apart CPUs a virtual machine names alike."""
+    env = run.env or {}
+    name = str(env.get("device") or "an unrecorded machine")
+    return f"{name}, {env['cpu_id']}" if env.get("cpu_id") else name
+
+
+def machines(group: Group) -> list[str]:
+    """The machines the group's runs trained on (`machine_of`), sorted."""
+    return sorted({machine_of(r) for seeds in group.runs.values() for r in seeds.values()})
+
+
 def sweeps(groups: list[Group]) -> list[list[Group]]:
-    """Per dataset, the groups whose recipes differ only in the budget keys, ordered by epochs; only sets of two
-    or more budgets count as a sweep."""
-    by_key: dict[tuple[str, str, str], list[Group]] = {}
+    """Per dataset and set of machines, the groups whose recipes differ only in the budget keys, ordered by epochs;
+    only sets of two or more budgets count as a sweep."""
+    by_key: dict[tuple[str, str, str, tuple[str, ...]], list[Group]] = {}
     for g in groups:
-        key = (g.dataset, _without_budget(g.recipe), json.dumps(g.resolved, sort_keys=True, default=str))
+        key = (g.dataset, _without_budget(g.recipe), json.dumps(g.resolved, sort_keys=True, default=str),
+               tuple(machines(g)))
         by_key.setdefault(key, []).append(g)
     return [sorted(gs, key=lambda g: int(g.recipe["train"]["epochs"])) for gs in by_key.values() if len(gs) > 1]
 
@@ -67,7 +81,7 @@ def table(pts: list[Point]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def figure(pts: list[Point], dataset: str) -> bytes:
+def figure(pts: list[Point], dataset: str, machine: str = "this machine") -> bytes:
     """Final test top-1 against training minutes, one line per variant, one marker per budget (labelled with its
     epochs); error bars ± 1 std over seeds where n > 1."""
     fig, ax = plt.subplots(figsize=(6.2, 4.4), layout="tight")
@@ -83,7 +97,7 @@ def figure(pts: list[Point], dataset: str) -> bytes:
                     label=f"{v} (n = {'/'.join(str(p.n) for p in mine)})")
         for p, x, y in zip(mine, xs, ys):
             ax.annotate(f"{p.epochs} ep", (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
-    ax.set_xlabel("training minutes per run (this machine)")
+    ax.set_xlabel(f"training minutes per run ({machine})")
     ax.set_ylabel("test top-1 accuracy (%)")
     ax.set_xlim(left=0)
     ax.set_title(f"Accuracy against the training budget ({dataset})\none run per budget, schedule fitted to it")

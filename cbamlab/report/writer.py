@@ -58,6 +58,7 @@ class Sweep:
     slug: str
     points: list[budget.Point]
     figure: Figure
+    machines: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -136,10 +137,11 @@ def build_sweeps(groups: list[Group]) -> list[Sweep]:
         name = slug(dataset) + "-budget"
         if any(s.slug == name for s in out):
             name += f"{len(out) + 1}"
-        pts = budget.points(gs)
+        pts, where = budget.points(gs), budget.machines(gs[0])
         caption = "Final test top-1 against training minutes, one run per budget."
         out.append(Sweep(title=f"{dataset}: accuracy against the training budget", slug=name, points=pts,
-                         figure=Figure(f"{name}.png", caption, budget.figure(pts, dataset))))
+                         figure=Figure(f"{name}.png", caption, budget.figure(pts, dataset, "; ".join(where))),
+                         machines=where))
     return out
 
 
@@ -166,7 +168,8 @@ def document(comparisons: list[Comparison], sweeps: list[Sweep], unfinished: lis
         intro.append(Text(f"The runs form {len(comparisons)} separate comparisons (dataset, recipe); each is read "
                           "on its own.", css="note"))
     sections = [comparison_section(c) for c in comparisons]
-    sections += [Section(w.title, [Text(SWEEP_INTRO), Table(*budget.table(w.points)), w.figure], anchor=w.slug)
+    sections += [Section(w.title, [Text(SWEEP_INTRO), Text(f"Trained on: {'; '.join(w.machines)}."),
+                                   Table(*budget.table(w.points)), w.figure], anchor=w.slug)
                  for w in sweeps]
     if unfinished:
         sections.append(Section("Unfinished runs (left out)", [Bullets([f"`{r.path}`" for r in unfinished])],
