@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import textwrap
 from dataclasses import dataclass
 
 from . import stats
@@ -96,10 +97,10 @@ def figure(pts: list[Point], dataset: str, machine: str = "this machine") -> byt
         ax.errorbar(xs, ys, yerr=errs, color=cmap(i % 10), lw=2, marker="o", ms=5, capsize=3,
                     label=f"{v} (n = {'/'.join(str(p.n) for p in mine)})")
         for p, x, y in zip(mine, xs, ys):
-            ax.annotate(f"{p.epochs} ep", (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
-    ax.set_xlabel(f"training minutes per run ({machine})")
+            ax.annotate(f"{p.epochs} ep", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("training minutes per run\n" + textwrap.fill(f"on {machine}", 80), fontsize=9)
     ax.set_ylabel("test top-1 accuracy (%)")
     ax.set_xlim(left=0)
-    ax.set_title(f"Accuracy against the training budget ({dataset})\none run per budget, schedule fitted to it")
+    ax.set_title(f"Accuracy against the training budget ({dataset})\nschedule fitted to each budget, mean ± std of its seeds")
     ax.legend(loc="lower right")
     return png_bytes(fig)

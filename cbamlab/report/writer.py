@@ -138,7 +138,7 @@ def build_sweeps(groups: list[Group]) -> list[Sweep]:
         if any(s.slug == name for s in out):
             name += f"{len(out) + 1}"
         pts, where = budget.points(gs), budget.machines(gs[0])
-        caption = "Final test top-1 against training minutes, one run per budget."
+        caption = "Final test top-1 against training minutes, one point per budget (the mean of its seeds)."
         out.append(Sweep(title=f"{dataset}: accuracy against the training budget", slug=name, points=pts,
                          figure=Figure(f"{name}.png", caption, budget.figure(pts, dataset, "; ".join(where))),
                          machines=where))
