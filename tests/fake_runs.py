@@ -29,7 +29,8 @@ def env_as_fit_writes(cfg) -> dict:
 
 def make_run(root, model="resnet20", seed=0, *, dataset="digits", top1=0.9, top5=0.99, epochs=3, recipe=None,
              complete=True, classes=("a", "b", "c"), per_class=None, reduction=16, device="cpu (test)",
-             params=270_000, macs=2_500_000, images_per_s=1000.0, latency_ms=2.0, path=None, precision=None, cpu_id=None):
+             params=270_000, macs=2_500_000, images_per_s=1000.0, latency_ms=2.0, path=None, precision=None,
+             cpu_id=None):
     """OUT/<dataset>/<model>/seed<k>/ with config.yaml, metrics.csv, env.json and (when complete) summary.json.
     `precision`: the `runtime.Precision` env.json records (None: none, as a run written by hand); `cpu_id`: the CPU's
     family and model it records (None: not recorded, as in runs from before it was)."""

@@ -66,15 +66,25 @@ class DeviceFacts:
     cuda_bf16: bool = False
 
 
-def cpu_flags() -> frozenset:
+def first_processor(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The fields of the first processor in /proc/cpuinfo ({"vendor_id": ..., "model name": ..., "flags": ...});
+    {} where it cannot be read."""
+    fields = {}
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             for line in f:
-                if line.startswith(("flags", "Features")):
-                    return frozenset(line.split(":", 1)[1].split())
+                if not line.strip():
+                    break  # the first processor is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
-        pass
-    return frozenset()
+        return {}
+    return fields
+
+
+def cpu_flags() -> frozenset:
+    info = first_processor()
+    return frozenset((info.get("flags") or info.get("Features") or "").split())
 
 
 def device_facts(device: torch.device) -> DeviceFacts:
@@ -181,30 +191,14 @@ def autocast(device: torch.device, amp: str):
 
 
 def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return first_processor().get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_id(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The CPU's vendor, family and model numbers from /proc/cpuinfo ("AuthenticAMD family 25 model 17"): what tells
     two machines apart whose model names a virtual machine shortens alike ("AMD EPYC" on Zen 3 and Zen 4); "" where
     /proc/cpuinfo does not say."""
-    fields = {}
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if not line.strip():
-                    break  # the first processor is enough
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
-        return ""
+    fields = first_processor(cpuinfo)
     if not {"vendor_id", "cpu family", "model"} <= set(fields):
         return ""
     return f"{fields['vendor_id']} family {fields['cpu family']} model {fields['model']}"

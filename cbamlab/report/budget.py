@@ -101,6 +101,7 @@ def figure(pts: list[Point], dataset: str, machine: str = "this machine") -> byt
     ax.set_xlabel("training minutes per run\n" + textwrap.fill(f"on {machine}", 80), fontsize=9)
     ax.set_ylabel("test top-1 accuracy (%)")
     ax.set_xlim(left=0)
-    ax.set_title(f"Accuracy against the training budget ({dataset})\nschedule fitted to each budget, mean ± std of its seeds")
+    ax.set_title(f"Accuracy against the training budget ({dataset})\n"
+                 "schedule fitted to each budget, mean ± std of its seeds")
     ax.legend(loc="lower right")
     return png_bytes(fig)
