@@ -97,6 +97,8 @@ class FullDisk:
     ("optim.weight_decay=2", ["optim.weight_decay=", "<= 1"]),
     ("optim.eps=inf", ["optim.eps=", "finite"]),
     ("train.grad_clip=inf", ["train.grad_clip=", "finite"]),
+    ("train.time_budget_min=0", ["train.time_budget_min", "minutes > 0"]),
+    ("train.time_budget_min=inf", ["train.time_budget_min=", "finite"]),
     ("optim.betas=[0.9, .nan]", ["optim.betas=", "finite"]),
     ("model.attn_impl=fast", ["model.attn_impl", "'fast'", "auto, native, reference"]),
     ("model.attn_impl=3", ["model.attn_impl", "auto, native, reference"]),

@@ -60,6 +60,9 @@ def run(args) -> int:
     s = fit(cfg, out, resume=args.resume)
     if os.environ.get("RANK", "0") != "0":
         return 0
+    budget = s.get("time_budget")
+    epochs = (f"{budget['epochs_trained']} of {s['epochs']} epochs in a {budget['minutes']:g}-minute budget" if budget
+              else f"{s['epochs']} epochs")
     print(f"{s['model']} on {s['dataset']}: {s['split']} top-1 {100 * s['top1']:.2f} %  top-5 {100 * s['top5']:.2f} %"
-          f"  ({s['epochs']} epochs, {s['wall_time_s']:.1f} s, {s['train_images_per_s']:.0f} img/s)  run: {out}")
+          f"  ({epochs}, {s['wall_time_s']:.1f} s, {s['train_images_per_s']:.0f} img/s)  run: {out}")
     return 0

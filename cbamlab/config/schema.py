@@ -151,6 +151,8 @@ class TrainConfig(Section):
     ema_decay: float = 0.999
     ema_warmup: bool = True            # timm ModelEmaV3 warm-up: decay min(ema_decay, 1 - (1 + step)^(-2/3))
     sync_bn: bool = False              # under torchrun: BatchNorm statistics of the global batch (SyncBatchNorm)
+    # minutes of training passes: the schedule runs its course in these or in train.epochs, whichever ends first
+    time_budget_min: Optional[float] = None  # (engine/budget.py); null: off
 
     def check(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1", self.epochs)
@@ -166,6 +168,8 @@ class TrainConfig(Section):
         _choice("train.device", self.device.split(":")[0], DEVICES)
         _check(self.threads >= 0, "train.threads", "must be >= 0 (0: automatic)", self.threads)
         _check(0 < self.ema_decay < 1, "train.ema_decay", "must be in (0, 1)", self.ema_decay)
+        _check(self.time_budget_min is None or self.time_budget_min > 0, "train.time_budget_min",
+               "must be a number of minutes > 0 (or null: off)", self.time_budget_min)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from ..errors import ConfigError
 from ..models.attention import attn_impl_report
 from .. import runs
 from . import distributed
+from .budget import budget_for
 from .build import build_model, check_fits
 from .ema import ModelEma
 from .loop import evaluate, train_one_epoch
@@ -105,6 +106,9 @@ def set_up(cfg: Config, out: Path, resume: bool, dist: distributed.Dist | None) 
     """Everything the epochs need, from a fresh start or the state file; writes config.yaml (fresh) and env.json.
     None when `out` already holds the finished run."""
     main = dist is None or dist.main
+    if dist is not None and cfg.train.time_budget_min is not None:
+        raise ConfigError("train.time_budget_min is for one process: under torchrun each rank would stop at its own "
+                          "step; set train.epochs instead")
     device = dist.device if dist is not None else select_device(cfg.train.device)
     precision = precision_for(device, cfg.train.amp, cfg.train.channels_last)  # "auto" resolved
     # a run that trained with other resolved values (another machine's "auto") is not continued here
@@ -166,13 +170,17 @@ def train_epochs(run: Setup, on_epoch: Callable[[int, dict], None] | None = None
     the last epoch's evaluation of the evaluation split (None when no epoch ran or that one was not evaluated)."""
     cfg, state, final = run.cfg, run.state, None
     for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
+        budget = budget_for(cfg.train.time_budget_min, len(run.loaders.train) * cfg.train.epochs, state.history)
+        if budget is not None and budget.spent(state.step):  # resumed after the epoch that used the budget up
+            break
         t0 = time.perf_counter()
         run.loaders.train.set_epoch(epoch)
         train, step = train_one_epoch(run.net, run.loaders.train, run.optimizer, lr_at=run.lr_at, step=state.step,
                                       label_smoothing=cfg.train.label_smoothing, scaler=run.scaler,
                                       grad_clip=cfg.train.grad_clip, progress=cfg.train.progress,
-                                      desc=f"epoch {epoch}/{cfg.train.epochs}", ema=run.ema, **run.common)
-        last = epoch == cfg.train.epochs
+                                      desc=f"epoch {epoch}/{cfg.train.epochs}", ema=run.ema, budget=budget,
+                                      **run.common)
+        last = epoch == cfg.train.epochs or train["budget_spent"]
         evaluated = last or epoch % cfg.eval.every == 0
         evals = {}
         if evaluated:
@@ -207,6 +215,8 @@ def train_epochs(run: Setup, on_epoch: Callable[[int, dict], None] | None = None
                            for s, m in evals.items()), row["images_per_s"], row["epoch_time_s"])
         if on_epoch is not None:
             on_epoch(epoch, row)
+        if last:
+            break
     return state, final
 
 
@@ -224,6 +234,11 @@ def finish(run: Setup, state: runs.TrainState, final: dict | None) -> dict:
         summary["skipped_files"] = run.loaders.skipped_files()  # unreadable image-folder files: skipped, never a crash
         # is the spatial gate doing anything? the spread of its maps on the first images of the evaluation split
         summary["spatial_maps"] = spatial_map_spread(run.eval_model, loader)
+        if run.cfg.train.time_budget_min is not None:  # how much of the epochs' schedule the minutes allowed
+            summary["time_budget"] = {"minutes": run.cfg.train.time_budget_min, "epochs_trained": state.epoch,
+                                      "steps": state.step,
+                                      "steps_of_epochs": len(run.loaders.train) * run.cfg.train.epochs,
+                                      "train_minutes": sum(r["epoch_time_s"] for r in state.history) / 60.0}
         runs.write_summary(run.out, summary)
     summary = distributed.broadcast(summary, run.dist)
     if run.tb is not None:

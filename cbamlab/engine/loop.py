@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from ..config.choices import TTA, keyed
 from ..errors import CbamlabError, unknown
+from .budget import TimeBudget
 from .ema import ModelEma
 from .metrics import Meter
 from .optim import set_lr
@@ -52,22 +53,25 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
                     step: int, device: torch.device, label_smoothing: float = 0.0, amp: str = "none",
                     scaler=None, grad_clip: float | None = None, channels_last: bool = False,
                     progress: bool = False, desc: str = "train", ema: ModelEma | None = None,
-                    all_reduce: bool = False) -> tuple[dict, int]:
+                    all_reduce: bool = False, budget: TimeBudget | None = None) -> tuple[dict, int]:
     """Train over `loader` once, setting the lr from `lr_at(step)` before every optimizer step; with `ema`,
     update the weight average after every optimizer step (`ema.update(model, step + 1)`). With `all_reduce`
-    (DDP) the metrics are sums over every rank of torch.distributed, and images_per_s counts all of them.
+    (DDP) the metrics are sums over every rank of torch.distributed, and images_per_s counts all of them. With
+    `budget` (engine/budget.py, started here) the lr is `lr_at(budget.schedule_step(step))` and the pass stops
+    after the step that uses the budget up (at least one step runs).
 
-    Returns ({loss, top1, top5, n, lr, images_per_s, time_s}, next step). Raises DivergedError on a
+    Returns ({loss, top1, top5, n, lr, images_per_s, time_s, budget_spent}, next step). Raises DivergedError on a
     NaN/inf loss before the optimizer applies it.
     """
     model.train()
     meter = Meter()
-    lr = lr_at(step)
+    lr = lr_at(step if budget is None else budget.start().schedule_step(step))
+    spent = False
     t0 = time.perf_counter()
     for x, y in _bar(loader, len(loader), desc, progress):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        lr = lr_at(step)
+        lr = lr_at(step if budget is None else budget.schedule_step(step))
         set_lr(optimizer, lr)
         with autocast(device, amp):
             logits = model(x)
@@ -93,11 +97,14 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             ema.update(model, step + 1)
         meter.update(logits.detach().float(), y, loss_value * y.shape[0])
         step += 1
+        if budget is not None and budget.spent(step):
+            spent = True
+            break
     elapsed = time.perf_counter() - t0
     out = (meter.all_reduce(device) if all_reduce else meter).result()
     if not math.isfinite(out["loss"]):
         raise DivergedError(f"mean training loss is {out['loss']}: training diverged")
-    out.update(lr=lr, images_per_s=out["n"] / max(elapsed, 1e-9), time_s=elapsed)
+    out.update(lr=lr, images_per_s=out["n"] / max(elapsed, 1e-9), time_s=elapsed, budget_spent=spent)
     return out, step
 
 
