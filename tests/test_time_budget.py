@@ -18,6 +18,7 @@ from cbamlab.engine.optim import build_optimizer
 from cbamlab.engine.schedules import build_schedule
 from cbamlab.errors import ConfigError
 from cbamlab.models import create_model
+from cbamlab.report.writer import _recipe_line
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -155,3 +156,10 @@ def test_the_key_is_off_by_default_and_checked():
     assert load_config(None, ["train.time_budget_min=20"]).train.time_budget_min == 20.0
     with pytest.raises(ConfigError, match="train.time_budget_min"):
         load_config(None, ["train.time_budget_min=-1"])
+
+
+def test_the_reports_recipe_line_names_the_budget_only_when_a_run_has_one():
+    """Two recipes that differ only in the budget do not read alike in the report."""
+    assert _recipe_line({"train": {"epochs": 32, "time_budget_min": 20.0}}) == \
+        "train.epochs=32, train.time_budget_min=20.0"
+    assert _recipe_line({"train": {"epochs": 32, "time_budget_min": None}}) == "train.epochs=32"

@@ -31,7 +31,7 @@ PER_SEED_INTRO = "Test top-1 % per seed (the pairs behind each difference):"
 SWEEP_INTRO = ("The same recipe trained for different numbers of epochs, its schedule fitted to each; the sections "
                "above hold each budget's comparison.")
 
-RECIPE_KEYS = (("train", "epochs"), ("train", "batch_size"), ("optim", "name"), ("optim", "lr"),
+RECIPE_KEYS = (("train", "epochs"), ("train", "time_budget_min"), ("train", "batch_size"), ("optim", "name"), ("optim", "lr"),
                ("optim", "momentum"), ("optim", "weight_decay"), ("schedule", "name"), ("data", "augment"),
                ("data", "image_size"), ("data", "val_fraction"))
 
